@@ -1,0 +1,89 @@
+"""Export one layer of a store as ActionFormer/OpenTAD-style ``.npy`` feature files.
+
+``export_npy`` writes ``<out_dir>/<key>.npy`` (float32 [T, C]; ``key = safe_key(video_id)``, equal
+to the id for ordinary ids such as ``video_test_0000004``) and ``<out_dir>/index.json`` mapping
+key → {video_id, fps, times_first, step_seconds, num_steps, duration}, which is what a feature-based
+TAL codebase needs to map feature rows back to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from storage.keys import safe_key
+from storage.reader import ActivationReader, StoreError, UnknownLayerError
+
+__all__ = ["export_npy", "CELL_MODES"]
+
+CELL_MODES = ("mean", "flatten")
+_BLOCK_STEPS = 1024
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_npy(
+    reader: ActivationReader,
+    out_dir: str | Path,
+    layer: int,
+    cells: str = "mean",
+    videos: Iterable[str] | None = None,
+) -> Path:
+    """Write one ``.npy`` per video for `layer` and an ``index.json``; returns the index path.
+
+    `cells`: "mean" averages the spatial/temporal cells → [T, C]; "flatten" concatenates them →
+    [T, cells*C]. `videos` restricts the export (default: every complete video).
+    """
+    if cells not in CELL_MODES:
+        raise StoreError(f"unknown cells mode {cells!r}; expected one of {CELL_MODES}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"export destination is not a directory: {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    ids = reader.videos() if videos is None else list(videos)
+    index: dict[str, dict] = {}
+    for video_id in ids:
+        shapes = reader.layer_shapes(video_id)
+        if layer not in shapes:
+            raise UnknownLayerError(
+                f"layer {layer} not stored for video {video_id!r} (stored: {sorted(shapes)})"
+            )
+        steps, n_cells, channels = shapes[layer]
+        width = channels if cells == "mean" else n_cells * channels
+        feats = np.empty((steps, width), dtype=np.float32)
+        for t0 in range(0, steps, _BLOCK_STEPS):
+            t1 = min(steps, t0 + _BLOCK_STEPS)
+            block = reader.read(video_id, [layer], t0, t1)[layer]
+            feats[t0:t1] = block.mean(axis=1) if cells == "mean" else block.reshape(t1 - t0, -1)
+        key = safe_key(video_id)
+        _atomic_save(out / f"{key}.npy", feats)
+        times = reader.times(video_id)
+        info = reader.video_info(video_id)
+        index[key] = {
+            "video_id": video_id,
+            "fps": info.get("fps"),
+            "times_first": float(times[0]) if steps else None,
+            "step_seconds": float(np.median(np.diff(times))) if steps > 1 else None,
+            "num_steps": int(steps),
+            "duration": info.get("duration"),
+        }
+    index_path = out / "index.json"
+    tmp = index_path.with_name(f".index.json.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(index, indent=1, sort_keys=True, ensure_ascii=False), "utf-8")
+        os.replace(tmp, index_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return index_path

@@ -1,0 +1,360 @@
+"""Backend-independent reader API, errors, dtype codecs, `open_store` and `check_provenance`.
+
+`ActivationReader` implements the public reader API (DESIGN.md §2) on top of a handful of
+backend primitives; `ZarrReader` and `HDF5Reader` only provide those primitives, so both backends
+validate arguments, decode dtypes and summarise identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.keys import safe_key, unsafe_key
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "STORE_DTYPES",
+    "StoreError",
+    "NotAStoreError",
+    "UnknownVideoError",
+    "UnknownLayerError",
+    "ProvenanceMismatch",
+    "ArrayMeta",
+    "ActivationReader",
+    "check_provenance",
+    "check_root_attrs",
+    "encode_rows",
+    "decode_rows",
+    "open_store",
+]
+
+FORMAT = "losa-activations"
+FORMAT_VERSION = 1
+#: store dtype name -> numpy dtype of the stored array (bfloat16 is kept as its raw uint16 bits)
+STORE_DTYPES: dict[str, np.dtype] = {
+    "float16": np.dtype("float16"),
+    "bfloat16": np.dtype("uint16"),
+    "float32": np.dtype("float32"),
+}
+_IGNORED_PROVENANCE_KEYS = frozenset({"package_version"})
+
+
+class StoreError(ValueError):
+    """Base class of user-facing activation-store errors."""
+
+
+class NotAStoreError(StoreError):
+    """The path exists but is not a LoSA activation store (or has an unsupported version)."""
+
+
+class UnknownVideoError(StoreError):
+    """A requested video is not (completely) in the store."""
+
+
+class UnknownLayerError(StoreError):
+    """A requested layer was not stored for a video."""
+
+
+class ProvenanceMismatch(StoreError):
+    """A store was opened for writing with a provenance that differs from the recorded one."""
+
+
+def check_provenance(existing: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Raise ProvenanceMismatch naming every differing top-level key with both values.
+
+    Values are compared after a JSON round trip (so tuples equal lists); the key
+    ``package_version`` is ignored.
+    """
+    old = _jsonable(dict(existing), "existing provenance")
+    cur = _jsonable(dict(new), "new provenance")
+    missing = object()
+    diffs = []
+    for key in sorted(set(old) | set(cur)):
+        if key in _IGNORED_PROVENANCE_KEYS:
+            continue
+        a, b = old.get(key, missing), cur.get(key, missing)
+        if a != b:
+            fa = "<absent>" if a is missing else json.dumps(a, sort_keys=True)
+            fb = "<absent>" if b is missing else json.dumps(b, sort_keys=True)
+            diffs.append(f"{key}: store has {fa}, requested {fb}")
+    if diffs:
+        raise ProvenanceMismatch(
+            "store was written with a different provenance (use a new store path): " + "; ".join(diffs)
+        )
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    """JSON round trip of `value`; ValueError naming `what` if it is not JSON-serialisable."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def encode_rows(values: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """Convert float rows to the stored representation of store dtype `dtype`.
+
+    For "bfloat16" a float array is rounded to nearest-even; a uint16 array is taken as raw bfloat16
+    bits (e.g. ``t.bfloat16().view(torch.int16).numpy().view(np.uint16)``). For "float16", finite
+    values beyond the float16 range raise a StoreError naming `what` instead of silently becoming inf.
+    """
+    if dtype not in STORE_DTYPES:
+        raise StoreError(f"unknown store dtype {dtype!r}; expected one of {sorted(STORE_DTYPES)}")
+    arr = np.asarray(values)
+    if dtype == "bfloat16":
+        if arr.dtype == np.uint16:
+            return arr
+        if arr.dtype.kind != "f":
+            raise StoreError(f"{what}: expected float rows, got dtype {arr.dtype}")
+        f32 = np.ascontiguousarray(arr, dtype=np.float32)
+        bits = f32.view(np.uint32)
+        rounded = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) >> 16
+        out = rounded.astype(np.uint16)
+        nan = np.isnan(f32)
+        if nan.any():
+            out[nan] = 0x7FC0
+        return out
+    if arr.dtype.kind != "f":
+        raise StoreError(f"{what}: expected float rows, got dtype {arr.dtype}")
+    with np.errstate(over="ignore"):
+        out = arr.astype(STORE_DTYPES[dtype], copy=False)
+    if dtype == "float16" and arr.dtype != np.float16:
+        overflow = np.isinf(out) & np.isfinite(arr)
+        if overflow.any():
+            peak = float(np.abs(arr[np.isfinite(arr)]).max())
+            raise StoreError(
+                f"{what}: values up to {peak:.4g} overflow float16 (max 65504); "
+                "use store dtype 'bfloat16'"
+            )
+    return out
+
+
+def decode_rows(stored: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored array → float32 (bfloat16 bits are widened exactly)."""
+    if dtype == "bfloat16":
+        return (np.asarray(stored, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(stored, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ArrayMeta:
+    """Shape and store dtype name of one stored layer array."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        """Uncompressed size of the stored array in bytes."""
+        return math.prod(self.shape) * STORE_DTYPES[self.dtype].itemsize
+
+
+class ActivationReader(ABC):
+    """Read-only view of a store; every method deals in original video ids."""
+
+    path: Path
+
+    # ---- backend primitives -------------------------------------------------------------------
+    @abstractmethod
+    def _root_attrs(self) -> dict: ...
+
+    @abstractmethod
+    def _complete_keys(self) -> list[str]: ...
+
+    @abstractmethod
+    def _has_key(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _video_attrs(self, key: str) -> dict: ...
+
+    @abstractmethod
+    def _layer_meta(self, key: str) -> dict[int, ArrayMeta]: ...
+
+    @abstractmethod
+    def _read_layer(self, key: str, layer: int, t0: int, t1: int) -> np.ndarray: ...
+
+    @abstractmethod
+    def _read_times(self, key: str) -> np.ndarray: ...
+
+    @abstractmethod
+    def _failure_attrs(self) -> list[dict]: ...
+
+    @abstractmethod
+    def bytes_on_disk(self) -> int:
+        """Size in bytes of every file belonging to the store."""
+
+    # ---- public API ---------------------------------------------------------------------------
+    @property
+    def provenance(self) -> dict:
+        """The provenance dict recorded when the store was created."""
+        return dict(self._root_attrs().get("provenance") or {})
+
+    def videos(self) -> list[str]:
+        """Original ids of the complete videos, sorted."""
+        ids = []
+        for key in self._complete_keys():
+            try:
+                ids.append(unsafe_key(key))
+            except ValueError:  # e.g. a file system that re-normalised the name
+                ids.append(str(self._video_attrs(key)["video_id"]))
+        return sorted(ids)
+
+    def __contains__(self, video_id: object) -> bool:
+        try:
+            return isinstance(video_id, str) and self._has_key(safe_key(video_id))
+        except ValueError:
+            return False
+
+    def __len__(self) -> int:
+        return len(self._complete_keys())
+
+    def layers(self) -> list[int]:
+        """Layers present in every complete video (sorted); [] for an empty store."""
+        common: set[int] | None = None
+        for key in self._complete_keys():
+            have = set(self._layer_meta(key))
+            common = have if common is None else common & have
+        return sorted(common or ())
+
+    def video_info(self, video_id: str) -> dict:
+        """The video's group attrs (video_id, source, fps, num_frames, duration, num_steps, extra, ...)."""
+        return self._video_attrs(self._key(video_id))
+
+    def num_steps(self, video_id: str) -> int:
+        """Number of feature steps T stored for `video_id`."""
+        return len(self._read_times(self._key(video_id)))
+
+    def times(self, video_id: str) -> np.ndarray:
+        """float64 [T] centre time in seconds of every step."""
+        return np.asarray(self._read_times(self._key(video_id)), dtype=np.float64)
+
+    def layer_shapes(self, video_id: str) -> dict[int, tuple[int, ...]]:
+        """{layer: (T, cells, C)} as stored for `video_id`."""
+        return {k: m.shape for k, m in sorted(self._layer_meta(self._key(video_id)).items())}
+
+    def read(
+        self,
+        video_id: str,
+        layers: Iterable[int] | int | None = None,
+        t0: int = 0,
+        t1: int | None = None,
+    ) -> dict[int, np.ndarray]:
+        """{layer: float32 [t1-t0, cells, C]} for steps t0:t1 (all stored layers by default)."""
+        key = self._key(video_id)
+        meta = self._layer_meta(key)
+        if isinstance(layers, int):
+            layers = [layers]
+        wanted = sorted(meta) if layers is None else [int(x) for x in layers]
+        for layer in wanted:
+            if layer not in meta:
+                raise UnknownLayerError(
+                    f"layer {layer} not stored for video {video_id!r} (stored: {sorted(meta)})"
+                )
+        steps = len(self._read_times(key))
+        t1 = steps if t1 is None else t1
+        if not (0 <= int(t0) <= int(t1) <= steps):
+            raise StoreError(f"step range {t0}:{t1} out of bounds 0:{steps} for video {video_id!r}")
+        return {
+            layer: decode_rows(self._read_layer(key, layer, int(t0), int(t1)), meta[layer].dtype)
+            for layer in wanted
+        }
+
+    def failures(self) -> list[dict]:
+        """Attrs of recorded failures whose video has not since been completed, sorted by id."""
+        out = [a for a in self._failure_attrs() if not self._has_key(safe_key(str(a["video_id"])))]
+        return sorted(out, key=lambda a: str(a["video_id"]))
+
+    def summary(self) -> dict:
+        """Counts, shapes and sizes: videos, layers, shapes {layer: [cells, C]}, total_steps,
+        dtypes, failures, bytes_on_disk, raw_bytes (uncompressed arrays incl. times) and
+        compression_ratio (raw / on disk)."""
+        keys = self._complete_keys()
+        shapes: dict[int, list[int]] = {}
+        dtypes: set[str] = set()
+        total_steps = 0
+        raw = 0
+        for key in keys:
+            steps = len(self._read_times(key))
+            total_steps += steps
+            raw += steps * 8
+            for layer, meta in self._layer_meta(key).items():
+                shapes.setdefault(layer, list(meta.shape[1:]))
+                dtypes.add(meta.dtype)
+                raw += meta.nbytes
+        disk = self.bytes_on_disk()
+        return {
+            "path": str(self.path),
+            "videos": len(keys),
+            "layers": self.layers(),
+            "shapes": {layer: shapes[layer] for layer in sorted(shapes)},
+            "dtypes": sorted(dtypes),
+            "total_steps": total_steps,
+            "failures": len(self.failures()),
+            "bytes_on_disk": disk,
+            "raw_bytes": raw,
+            "compression_ratio": (raw / disk) if disk else 0.0,
+        }
+
+    def close(self) -> None:
+        """Release any open file handle (no-op for backends without one)."""
+        return None
+
+    def __enter__(self) -> ActivationReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _key(self, video_id: str) -> str:
+        try:
+            key = safe_key(video_id)
+        except ValueError as exc:
+            raise UnknownVideoError(f"video {video_id!r} not in store {self.path}: {exc}") from exc
+        if not self._has_key(key):
+            raise UnknownVideoError(f"video {video_id!r} not in store {self.path}")
+        return key
+
+
+def check_root_attrs(attrs: Mapping[str, Any], path: str | Path) -> None:
+    """NotAStoreError unless `attrs` are the root attrs of a supported LoSA activation store."""
+    if attrs.get("format") != FORMAT:
+        raise NotAStoreError(f"not a LoSA activation store (no format={FORMAT!r}): {path}")
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise NotAStoreError(
+            f"unsupported store format_version {version!r} (this code reads {FORMAT_VERSION}): {path}"
+        )
+
+
+def open_store(path: str | Path) -> ActivationReader:
+    """Open a store for reading: a Zarr directory or an HDF5 (.h5/.hdf5) file."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"activation store not found: {p}")
+    if p.is_dir():
+        from storage.zarr_store import ZarrReader
+
+        if not (p / "zarr.json").is_file():
+            raise NotAStoreError(f"not a LoSA activation store (no zarr.json): {p}")
+        return ZarrReader(p)
+    import h5py
+
+    if h5py.is_hdf5(p):
+        from storage.hdf5_store import HDF5Reader
+
+        return HDF5Reader(p)
+    raise NotAStoreError(f"not a LoSA activation store (neither a Zarr directory nor HDF5): {p}")
+
