@@ -1,0 +1,281 @@
+"""The full temporal-action-localisation model trained from cached activations.
+
+``TALModel(cfg)`` maps ``feats: dict[layer, Tensor [B, T, cells, C]]`` and ``mask [B, T]`` (True =
+valid step) to ActionFormer head outputs.  Three modes:
+
+* ``"losa"``: Long- and/or Short-range adapters on every tapped layer, merged into the last-layer
+  features (mean over cells) by :class:`~losa.fusion.LongShortGatedFusion`.  With the default
+  zero-initialised gates the model starts exactly as the head-only model.
+* ``"side"``: AdaTAD-style side adapters (one per tapped layer, on mean-over-cells features) whose
+  residual outputs are summed onto the last-layer features (baseline, starts at identity).
+* ``"head-only"``: the ActionFormer head on the last layer alone (tapped layers are ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .actionformer import ActionFormerHead, HeadConfig
+from .adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
+from .fusion import FUSION_MODES, LongShortGatedFusion
+from .losses import TALLoss
+from .postprocess import postprocess
+
+__all__ = ["ADAPTER_CHOICES", "MODES", "LoSAConfig", "TALModel", "TALOutput"]
+
+MODES = ("losa", "head-only", "side")
+ADAPTER_CHOICES = {"both": ("long", "short"), "long": ("long",), "short": ("short",)}
+
+
+@dataclass(frozen=True)
+class LoSAConfig:
+    """Model hyper-parameters; ``to_dict()`` / ``from_dict()`` round-trip through JSON checkpoints.
+
+    ``tapped_layers`` / ``last_layer`` are 1-based backbone block indices (as stored, ``layer_%02d``);
+    ``cells = t_sub * grid * grid`` tokens per step; ``adapter_dim`` None means ``channels // 4``;
+    ``short_window`` is the half-width (in steps) of the short adapter's window; ``long_window`` None
+    means global attention in the long adapter, else a band of that half-width.
+    """
+
+    mode: str = "losa"
+    tapped_layers: tuple[int, ...] = ()
+    last_layer: int = 12
+    channels: int = 768
+    cells: int = 1
+    grid: int = 1
+    t_sub: int = 1
+    num_classes: int = 20
+    adapters: str = "both"
+    adapter_dim: int | None = None
+    adapter_heads: int = 4
+    short_window: int = 2
+    long_window: int | None = None
+    long_mlp_ratio: float = 2.0
+    fusion: str = "gated"
+    dropout: float = 0.0
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tapped_layers", tuple(int(v) for v in self.tapped_layers))
+        if isinstance(self.head, Mapping):
+            object.__setattr__(self, "head", HeadConfig.from_dict(self.head))
+        dim = self.dim
+        checks = [
+            ("mode", self.mode in MODES),
+            ("adapters", self.adapters in ADAPTER_CHOICES),
+            ("fusion", self.fusion in FUSION_MODES),
+            ("tapped_layers", self.mode == "head-only" or len(self.tapped_layers) > 0),
+            ("tapped_layers", len(set(self.tapped_layers)) == len(self.tapped_layers)),
+            ("tapped_layers", all(v >= 1 for v in self.tapped_layers)),
+            ("last_layer", self.last_layer >= 1),
+            ("channels", self.channels >= 1),
+            ("cells", self.cells == self.t_sub * self.grid * self.grid),
+            ("grid", self.grid >= 1),
+            ("t_sub", self.t_sub >= 1),
+            ("num_classes", self.num_classes >= 1),
+            ("adapter_dim", dim >= 1 and dim % max(self.adapter_heads, 1) == 0),
+            ("adapter_heads", self.adapter_heads >= 1),
+            ("short_window", self.short_window >= 0),
+            ("long_window", self.long_window is None or self.long_window >= 0),
+            ("long_mlp_ratio", self.long_mlp_ratio > 0),
+            ("dropout", 0.0 <= self.dropout < 1.0),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"invalid model setting {name}={getattr(self, name)!r}")
+
+    @property
+    def dim(self) -> int:
+        """Adapter width ``d``."""
+        return self.adapter_dim if self.adapter_dim is not None else max(1, self.channels // 4)
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return ADAPTER_CHOICES[self.adapters]
+
+    @property
+    def required_layers(self) -> tuple[int, ...]:
+        """Layers that ``feats`` must contain for this mode (tapped layers, then the last layer)."""
+        taps = () if self.mode == "head-only" else self.tapped_layers
+        return tuple(dict.fromkeys([*taps, self.last_layer]))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["tapped_layers"] = list(self.tapped_layers)
+        d["head"] = self.head.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoSAConfig:
+        """Build from a (possibly partial) mapping; unknown keys raise ValueError."""
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in d if k not in names)
+        if unknown:
+            raise ValueError(f"unknown model setting(s): {', '.join(unknown)}")
+        if "head" in d:
+            d["head"] = HeadConfig.from_dict(d["head"])
+        return cls(**d)
+
+
+class TALOutput(NamedTuple):
+    """Head outputs per pyramid level plus their point tables (``postprocess(*out)`` works)."""
+
+    cls_logits: list[Tensor]  # [B, T_l, K] pre-sigmoid
+    offsets: list[Tensor]  # [B, T_l, 2] (left, right) in units of the level stride
+    masks: list[Tensor]  # [B, T_l] bool
+    points: list[Tensor]  # [T_l, 4] (t, range_lo, range_hi, stride)
+
+
+def _layer_key(layer: int) -> str:
+    return f"layer_{layer:02d}"
+
+
+class TALModel(nn.Module):
+    """Adapters + fusion + ActionFormer head over cached frozen-backbone activations."""
+
+    def __init__(self, cfg: LoSAConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c, d = cfg.channels, cfg.dim
+        if cfg.mode == "losa":
+            keys = [_layer_key(v) for v in cfg.tapped_layers]
+            if "long" in cfg.branches:
+                self.long_adapters = nn.ModuleDict({
+                    k: LongRangeAdapter(
+                        c, d, cfg.adapter_heads, cfg.long_mlp_ratio, cfg.long_window, cfg.dropout
+                    )
+                    for k in keys
+                })
+            if "short" in cfg.branches:
+                self.short_adapters = nn.ModuleDict({
+                    k: ShortRangeAdapter(
+                        c, d, cfg.adapter_heads, cfg.short_window, cfg.grid, cfg.t_sub, cfg.dropout
+                    )
+                    for k in keys
+                })
+            self.fusion = LongShortGatedFusion(c, d, len(keys), cfg.branches, cfg.fusion)
+        elif cfg.mode == "side":
+            self.side_adapters = nn.ModuleDict({_layer_key(v): SideAdapter(c, d) for v in cfg.tapped_layers})
+        self.head = ActionFormerHead(c, cfg.num_classes, cfg.head)
+        self.criterion = TALLoss(
+            cfg.num_classes,
+            center_sample=cfg.head.center_sample,
+            center_radius=cfg.head.center_radius,
+            label_smoothing=cfg.head.train_label_smoothing,
+        )
+
+    # ------------------------------------------------------------------ forward
+    def _check_inputs(self, feats: Mapping[int, Tensor], mask: Tensor) -> None:
+        cfg = self.cfg
+        if mask.dim() != 2 or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool [B, T], got {mask.dtype} {tuple(mask.shape)}")
+        want = (*mask.shape, cfg.cells, cfg.channels)
+        for layer in cfg.required_layers:
+            if layer not in feats:
+                have = ", ".join(str(k) for k in sorted(feats)) or "none"
+                raise ValueError(f"features lack layer {layer} (model needs it; batch has {have})")
+            if tuple(feats[layer].shape) != want:
+                raise ValueError(
+                    f"features of layer {layer} have shape {tuple(feats[layer].shape)}, expected {want} "
+                    "[B, T, cells, C]"
+                )
+
+    def fuse(self, feats: Mapping[int, Tensor], mask: Tensor) -> Tensor:
+        """Adapted per-step features ``[B, T, C]`` (zeros at padded steps) that enter the head."""
+        self._check_inputs(feats, mask)
+        cfg = self.cfg
+        keep = mask[..., None]
+        base = feats[cfg.last_layer].masked_fill(~mask[..., None, None], 0.0).mean(dim=2)
+        if cfg.mode == "head-only":
+            return base.masked_fill(~keep, 0.0)
+        if cfg.mode == "side":
+            out = base
+            for layer in cfg.tapped_layers:
+                x = feats[layer].masked_fill(~mask[..., None, None], 0.0).mean(dim=2)
+                out = out + self.side_adapters[_layer_key(layer)].delta(x, mask)
+            return out.masked_fill(~keep, 0.0)
+        outputs = []
+        for layer in cfg.tapped_layers:
+            key, per_layer = _layer_key(layer), {}
+            if "long" in cfg.branches:
+                per_layer["long"] = self.long_adapters[key](feats[layer], mask)
+            if "short" in cfg.branches:
+                per_layer["short"] = self.short_adapters[key](feats[layer], mask)
+            outputs.append(per_layer)
+        return self.fusion(base, outputs, mask)
+
+    def forward(self, feats: Mapping[int, Tensor], mask: Tensor) -> TALOutput:
+        """``feats {layer: [B, T, cells, C]}``, ``mask [B, T]`` -> :class:`TALOutput`."""
+        x = self.fuse(feats, mask)
+        cls_logits, offsets, masks = self.head(x.transpose(1, 2), mask[:, None, :])
+        points = self.head.points([c.shape[1] for c in cls_logits], device=x.device)
+        return TALOutput(cls_logits, offsets, masks, points)
+
+    # ------------------------------------------------------------ loss / predict
+    def loss(self, out: TALOutput, targets: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        """ActionFormer losses; ``targets`` = per video ``(segments [M, 2] in steps, labels [M])``.
+
+        Returns ``{"cls_loss", "reg_loss", "final_loss"}``.  The positive-count normaliser is an EMA
+        updated only in training mode.
+        """
+        dev = out.cls_logits[0].device
+        targets = [(s.to(dev, torch.float32), lab.to(dev, torch.long)) for s, lab in targets]
+        return self.criterion(out.cls_logits, out.offsets, out.masks, out.points, targets)
+
+    losses = loss  # name used in docs/DESIGN.md
+
+    @torch.no_grad()
+    def predict(
+        self, feats: Mapping[int, Tensor], mask: Tensor, nms: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Detections per video: ``{"segments" [n, 2] (steps), "scores" [n], "labels" [n]}`` on the CPU.
+
+        Runs in eval mode (the previous mode is restored); ``nms`` holds keyword arguments of
+        :func:`~losa.postprocess.postprocess` (thresholds, Soft-NMS method/sigma, max_seg_num, ...).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(feats, mask)
+        finally:
+            self.train(was_training)
+        dets = postprocess(*out, **dict(nms or {}))
+        return [{"segments": s, "scores": sc, "labels": lab} for s, sc, lab in dets]
+
+    # ------------------------------------------------------------- optimisation
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Two AdamW groups: weights of Linear/Conv layers decay; biases, norms, fusion gates,
+        ActionFormer ``Scale`` / drop-path scales and position parameters do not.
+
+        Every trainable parameter appears in exactly one group.
+        """
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                if name == "weight" and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                    decay.append(p)
+                else:
+                    no_decay.append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def count_parameters(self) -> dict[str, int]:
+        """Trainable parameters per top-level module (``head``, ``fusion``, adapters) and ``total``."""
+        counts = {
+            name: sum(p.numel() for p in mod.parameters() if p.requires_grad)
+            for name, mod in self.named_children()
+        }
+        counts = {k: v for k, v in counts.items() if v > 0}
+        counts["total"] = sum(counts.values())
+        return counts

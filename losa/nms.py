@@ -1,0 +1,118 @@
+"""1-D (Soft-)NMS for temporal segments in plain torch (no compiled extension).
+
+Soft-NMS (Bodla et al., 2017) as used by ActionFormer: repeatedly take the highest-scoring remaining
+segment, then decay the scores of the remaining segments of the same class (``multiclass=True``) or of
+all classes by a weight of their IoU with it:
+
+* ``"gaussian"``: ``w = exp(-iou**2 / sigma)`` (``iou_threshold`` is not used);
+* ``"linear"``:   ``w = 1 - iou`` if ``iou > iou_threshold`` else 1;
+* ``"hard"``:     ``w = 0`` if ``iou > iou_threshold`` else 1 (classic NMS).
+
+Segments whose score falls below ``min_score`` are discarded.  Because scores only decrease, the
+selection order is non-increasing, so the loop stops after ``max_num`` selections without changing
+the result.  Cost: O(max_num * N).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["soft_nms", "segment_iou", "seg_voting", "NMS_METHODS"]
+
+NMS_METHODS = ("gaussian", "linear", "hard")
+
+
+def segment_iou(segs_a: Tensor, segs_b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pairwise temporal IoU ``[Na, Nb]`` between (start, end) rows of ``segs_a`` and ``segs_b``."""
+    a, b = segs_a[:, None, :], segs_b[None, :, :]
+    inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    union = (a[..., 1] - a[..., 0]).clamp(min=0) + (b[..., 1] - b[..., 0]).clamp(min=0) - inter
+    return inter / union.clamp(min=eps)
+
+
+def seg_voting(nms_segs: Tensor, all_segs: Tensor, all_scores: Tensor, iou_threshold: float) -> Tensor:
+    """ActionFormer's segment voting: replace every kept segment by the score-weighted mean of all
+    candidates whose IoU with it is >= ``iou_threshold`` (the kept segment itself always votes)."""
+    iou = segment_iou(nms_segs, all_segs)
+    weights = (iou >= iou_threshold).to(all_scores.dtype) * all_scores[None, :]
+    total = weights.sum(dim=1, keepdim=True)
+    refined = (weights @ all_segs) / total.clamp(min=1e-12)
+    return torch.where(total > 0, refined, nms_segs)
+
+
+def _empty(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=labels.dtype)
+
+
+@torch.no_grad()
+def soft_nms(
+    segments: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou_threshold: float = 0.1,
+    sigma: float = 0.5,
+    min_score: float = 1e-3,
+    method: str = "gaussian",
+    max_num: int = 200,
+    multiclass: bool = True,
+    voting_thresh: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft-NMS over candidate segments ``[N, 2]`` (start, end) with ``scores [N]`` and ``labels [N]``.
+
+    Returns ``(segments [n, 2], scores [n], labels [n])`` sorted by decreasing (decayed) score, at most
+    ``max_num`` rows (``max_num <= 0``: no cap), on the CPU.  ``voting_thresh > 0`` refines the kept
+    segments by :func:`seg_voting` against all input candidates; as in ActionFormer this is applied
+    only to class-agnostic NMS (``multiclass=False``) and ignored otherwise.
+    """
+    if method not in NMS_METHODS:
+        raise ValueError(f"unknown NMS method {method!r}; choose from {', '.join(NMS_METHODS)}")
+    if method == "gaussian" and sigma <= 0:
+        raise ValueError(f"gaussian soft-NMS needs sigma > 0, got {sigma}")
+    if segments.dim() != 2 or segments.shape[-1] != 2:
+        raise ValueError(f"segments must be [N, 2], got shape {tuple(segments.shape)}")
+    n = segments.shape[0]
+    if scores.shape != (n,) or labels.shape != (n,):
+        raise ValueError(f"scores and labels must be [{n}], got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    if n == 0:
+        return _empty(labels)
+
+    segs = segments.detach().float().cpu()
+    orig = scores.detach().float().cpu()
+    labels = labels.detach().cpu()
+    work = orig.clone()
+    starts, ends = segs[:, 0], segs[:, 1]
+    lens = (ends - starts).clamp(min=0)
+    alive = work >= min_score
+    limit = n if max_num <= 0 else min(max_num, n)
+    neg_inf = torch.tensor(float("-inf"))
+    keep_idx: list[int] = []
+    keep_score: list[float] = []
+    while len(keep_idx) < limit:
+        cand = torch.where(alive, work, neg_inf)
+        i = int(torch.argmax(cand))
+        if not alive[i]:
+            break
+        keep_idx.append(i)
+        keep_score.append(float(work[i]))
+        alive[i] = False
+        inter = (torch.minimum(ends, ends[i]) - torch.maximum(starts, starts[i])).clamp(min=0)
+        iou = inter / (lens + lens[i] - inter).clamp(min=1e-8)
+        if multiclass:
+            iou = iou * (labels == labels[i]).float()
+        if method == "gaussian":
+            weight = torch.exp(-(iou * iou) / sigma)
+        elif method == "linear":
+            weight = torch.where(iou > iou_threshold, 1.0 - iou, torch.ones_like(iou))
+        else:
+            weight = (iou <= iou_threshold).float()
+        work = work * weight
+        alive &= (work >= min_score) & (weight > 0)
+
+    idx = torch.tensor(keep_idx, dtype=torch.long)
+    out_scores = torch.tensor(keep_score, dtype=torch.float32)
+    out_segs = segs[idx]
+    if voting_thresh > 0 and not multiclass:
+        out_segs = seg_voting(out_segs, segs, orig, voting_thresh)
+    order = torch.sort(out_scores, descending=True, stable=True).indices
+    return out_segs[order], out_scores[order], labels[idx][order]
