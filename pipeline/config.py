@@ -62,7 +62,14 @@ def merge_cli(ctx: click.Context, defaults: Mapping[str, Any], cli_values: Mappi
     Keys in ``defaults`` that match no option raise an error so typos in params.yaml are caught.
     """
     names = set(cli_values)
-    norm = {str(k).replace("-", "_"): v for k, v in defaults.items()}
+    # A params key may be spelled like the parameter name or like its long flag (``dtype`` for
+    # ``--dtype`` stored as ``store_dtype``).
+    aliases = {}
+    for p in ctx.command.params:
+        for opt in getattr(p, "opts", []):
+            if opt.startswith("--"):
+                aliases[opt[2:].replace("-", "_")] = p.name
+    norm = {aliases.get(str(k).replace("-", "_"), str(k).replace("-", "_")): v for k, v in defaults.items()}
     unknown = sorted(k for k in norm if k not in names)
     if unknown:
         raise ParamsError(f"unknown key(s) in params section: {', '.join(unknown)}")

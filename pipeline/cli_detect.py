@@ -1,0 +1,121 @@
+"""`losa-detect`: detect actions in new videos with a trained run.
+
+Example::
+
+    losa-detect match.mp4 --run runs/thumos_losa --out det.json --plot timeline.png
+    losa-detect clips/ --run runs/thumos_losa --plot plots/ --annotations ann.json --min-score 0.2
+
+The videos go through exactly the run's feature extraction (the backbone checkpoint is verified by
+its SHA-256; pass ``--checkpoint`` when the run does not record its path), then the run's model and
+NMS settings. The JSON (``--out``) keeps every detection, as evaluation needs; ``--min-score`` and
+``--top-k`` only select what is printed and plotted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.errors import handle_user_errors
+
+__all__ = ["format_detections", "main", "plot_paths"]
+
+
+def format_detections(video_id: str, duration: float, dets: Sequence[Mapping[str, Any]],
+                      total: int, min_score: float) -> str:
+    """A compact table (start, end, label, score) of the detections of one video."""
+    head = f"{video_id}  ({duration:.2f} s): {total} detection(s)"
+    if len(dets) < total:
+        head += f", showing {len(dets)} with score >= {min_score:g}"
+    if not dets:
+        return head
+    width = max(5, *(len(str(d["label"])) for d in dets))
+    lines = [head, f"  {'start':>8}  {'end':>8}  {'label':<{width}}  {'score':>6}"]
+    for d in dets:
+        s, e = d["segment"]
+        lines.append(f"  {s:8.2f}  {e:8.2f}  {d['label']!s:<{width}}  {d['score']:6.3f}")
+    return "\n".join(lines)
+
+
+def plot_paths(plot: Path, video_ids: Sequence[str]) -> dict[str, Path]:
+    """PNG path per video: ``plot`` itself for one video unless it is (or looks like) a folder;
+    otherwise ``plot/<video id>.png`` ('/' in ids becomes '__')."""
+    folder = plot.is_dir() or len(video_ids) > 1 or plot.suffix.lower() != ".png"
+    if not folder:
+        return {video_ids[0]: plot}
+    if plot.exists() and not plot.is_dir():
+        raise click.UsageError(f"--plot {plot} is a file; give a folder for several videos")
+    return {v: plot / (v.replace("/", "__") + ".png") for v in video_ids}
+
+
+def _ground_truth(annotations: Path | None, video_ids: Sequence[str]) -> dict[str, list]:
+    if annotations is None:
+        return {}
+    from stages.annotations import load_annotations
+
+    ann = load_annotations(annotations)
+    missing = [v for v in video_ids if v not in ann.videos]
+    if missing:
+        click.echo(f"warning: no ground truth in {annotations} for: {', '.join(missing)}", err=True)
+    return {v: list(ann.videos[v].segments) for v in video_ids if v in ann.videos}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Training run directory (holds run.json and model.pt).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write all detections here (ActivityNet results JSON).")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Timeline PNG (one video) or a folder of <video>.png.")
+@click.option("--annotations", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Ground truth to draw in the plots (ActivityNet JSON, THUMOS folder or CSV).")
+@click.option("--min-score", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Lowest score printed and plotted.")
+@click.option("--top-k", default=20, show_default=True, type=click.IntRange(1),
+              help="Most detections printed and plotted per video.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Backbone checkpoint used to extract the run's features (SHA-256 checked).")
+@click.option("--cache", "cache_store", type=click.Path(path_type=Path), default=None,
+              help="Feature cache store [default: RUN/detect_cache.zarr].")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1),
+              help="Videos per model batch.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@handle_user_errors
+def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path | None,
+         annotations: Path | None, min_score: float, top_k: int, device: str,
+         checkpoint: Path | None, cache_store: Path | None, batch_size: int, progress: bool) -> None:
+    """Detect actions in VIDEO... (files or folders) with the trained model of --run."""
+    from stages.detect import detect
+    from stages.plot import plot_timeline, select_detections
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        payload = detect(list(videos), run_dir, out_json=out, cache_store=cache_store, device=device,
+                         batch_size=batch_size, checkpoint=checkpoint, progress=progress)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    results, meta = payload["results"], payload["external_data"]["videos"]
+    classes = payload["external_data"]["classes"]
+    gt = _ground_truth(annotations, list(results))
+    pngs = plot_paths(plot, list(results)) if plot is not None else {}
+    for vid, dets in results.items():
+        shown = select_detections(dets, top_k, min_score)
+        click.echo(format_detections(vid, meta[vid]["duration"], shown, len(dets), min_score))
+        if vid in pngs:
+            plot_timeline(pngs[vid], meta[vid]["duration"], dets, gt.get(vid) if annotations else None,
+                          classes, title=f"{vid} - {run_dir.name}", top_k=top_k, min_score=min_score)
+    if out is not None:
+        click.echo(f"detections written to {out}")
+    if pngs:
+        where = next(iter(pngs.values())) if len(pngs) == 1 else next(iter(pngs.values())).parent
+        click.echo(f"timeline plot(s) written to {where}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
