@@ -1,0 +1,84 @@
+"""`losa-bench`: throughput benchmarks.
+
+    losa-bench extract [VIDEO_DIR] --preset vit-g --resolution 224 [--videos N --seconds S]
+                       [--peak-tflops 790] [--out report.json|report.md]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["main"]
+
+
+class UsageFailure(click.ClickException):
+    """A user error reported in one line with exit status 2."""
+
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Throughput benchmarks of the pipeline stages."""
+
+
+@main.command("extract")
+@click.argument("video_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--preset", default="vit-s", show_default=True, help="Backbone: tiny, vit-s, ..., vit-g.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Optional VideoMAEv2 weights.")
+@click.option("--layers", default=None, help="Blocks to tap (default: 1/5..4/5 of the depth) plus the last.")
+@click.option("--videos", "num_videos", default=4, show_default=True, type=int,
+              help="Synthetic videos to generate when no VIDEO_DIR is given.")
+@click.option("--seconds", default=10.0, show_default=True, type=float, help="Length of each synthetic video.")
+@click.option("--video-size", default=None, type=int, help="Synthetic frame size (default: resolution * 8/7).")
+@click.option("--resolution", default=224, show_default=True, type=int)
+@click.option("--frames", default=16, show_default=True, type=int, help="Frames per clip.")
+@click.option("--clip-stride", default=4, show_default=True, type=int)
+@click.option("--batch-clips", default=32, show_default=True, type=int)
+@click.option("--dtype", "store_dtype", type=click.Choice(["float16", "bfloat16"]), default="float16",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--peak-tflops", type=float, default=None, help="Accelerator peak (dense) to report MFU against.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
+def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers: str | None,
+            num_videos: int, seconds: float, video_size: int | None, resolution: int, frames: int,
+            clip_stride: int, batch_clips: int, store_dtype: str, precision: str, device: str,
+            peak_tflops: float | None, out: Path | None) -> None:
+    """Decode-only vs backbone-only vs full extraction clips/s on the same videos and model."""
+    from losa.sampling import ClipSampling
+    from pipeline.cli_extract import parse_layers
+    from stages.bench_extract import bench_extract, to_markdown, write_report
+    from stages.extract_config import ExtractConfig, default_layers
+
+    try:
+        if num_videos < 1 or seconds <= 0:
+            raise ValueError("--videos must be >= 1 and --seconds > 0")
+        if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):
+            raise ValueError(f"--out {out}: use a .json or .md file name")
+        cfg = ExtractConfig(preset=preset, checkpoint=checkpoint, layers=[], include_last=True,
+                            sampling=ClipSampling(frames, 1, clip_stride), resolution=resolution,
+                            store_dtype=store_dtype, precision=precision, batch_clips=batch_clips,
+                            device=device)
+        cfg.layers = parse_layers(layers) if layers is not None else default_layers(cfg.backbone.depth)
+        cfg.validate()
+        result = bench_extract(cfg, videos=video_dir, num_videos=num_videos, seconds=seconds,
+                               video_size=video_size, peak_tflops=peak_tflops)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageFailure(str(exc)) from None
+    click.echo(to_markdown(result), nl=False)
+    if out is not None:
+        write_report(result, out)
+        click.echo(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# `losa-bench train` goes here: a `@main.command("train")` wrapper around the benchmark function
+# in `stages/bench_train.py` (engineer H), following the pattern of `extract` above.
+# ---------------------------------------------------------------------------------------------
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
