@@ -2,6 +2,7 @@
 
     losa-bench extract [VIDEO_DIR] --preset vit-g --resolution 224 [--videos N --seconds S]
                        [--peak-tflops 790] [--out report.json|report.md]
+    losa-bench train [--preset vit-g --steps 2304 --backbone vit-s] [--out report.md]
 """
 
 from __future__ import annotations
@@ -74,10 +75,45 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
         click.echo(f"wrote {out}")
 
 
-# ---------------------------------------------------------------------------------------------
-# `losa-bench train` goes here: a `@main.command("train")` wrapper around the benchmark function
-# in `stages/bench_train.py` (engineer H), following the pattern of `extract` above.
-# ---------------------------------------------------------------------------------------------
+@main.command("train")
+@click.option("--preset", default="vit-g", show_default=True,
+              help="Backbone whose activation shapes the synthetic store mimics (vit-g: C=1408).")
+@click.option("--steps", "num_steps", default=2304, show_default=True, type=int, help="Steps per video.")
+@click.option("--videos", "num_videos", default=2, show_default=True, type=int)
+@click.option("--batch-size", default=1, show_default=True, type=int)
+@click.option("--iters", default=3, show_default=True, type=int, help="Timed optimisation steps per mode.")
+@click.option("--modes", default="head-only,side,losa", show_default=True)
+@click.option("--backbone", default="vit-s", show_default=True,
+              help="Backbone run on the fly from frames for the comparison ('none' to skip).")
+@click.option("--onfly-clips", default=None, type=int,
+              help="Clips actually run through the on-the-fly backbone (extrapolated to --steps).")
+@click.option("--resolution", default=224, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
+def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: int, modes: str,
+          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None) -> None:
+    """Training-step time and peak memory from the store (head-only, side, LoSA) vs a backbone in the loop."""
+    import json
+
+    from stages.bench_train import bench_train
+
+    try:
+        if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):
+            raise ValueError(f"--out {out}: use a .json or .md file name")
+        result = bench_train(preset=preset, num_steps=num_steps, num_videos=num_videos, batch_size=batch_size,
+                             iters=iters, modes=[m.strip() for m in modes.split(",") if m.strip()],
+                             backbone=None if backbone == "none" else backbone, onfly_clips=onfly_clips,
+                             resolution=resolution, device=device, progress=lambda m: click.echo(m, err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageFailure(str(exc)) from None
+    click.echo(result["markdown"], nl=not result["markdown"].endswith("\n"))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        else:
+            out.write_text(result["markdown"])
+        click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

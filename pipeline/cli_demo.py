@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.config import load_params, merge_cli, section
 from stages.demo_data import generate_demo
 
 
@@ -22,16 +23,15 @@ from stages.demo_data import generate_demo
 @click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel processes (output does not depend on it).")
-def main(
-    out_dir: Path, num_videos: int, seed: int, fps: float, size: int, min_len: float,
-    max_len: float, test_fraction: float, crf: int, workers: int,
-) -> None:  # fmt: skip
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="params.yaml whose 'demo' section supplies defaults.")
+@click.pass_context
+def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
     """Generate the synthetic temporal-action-localization demo dataset in OUT."""
     try:
-        summary = generate_demo(
-            out_dir, num_videos=num_videos, seed=seed, fps=fps, size=size, min_len=min_len,
-            max_len=max_len, test_fraction=test_fraction, crf=crf, workers=workers,
-        )  # fmt: skip
+        if params_file is not None:
+            opts = merge_cli(ctx, section(load_params(params_file), "demo", str(params_file)), opts)
+        summary = generate_demo(opts.pop("out_dir"), **opts)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary.describe())

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from losa.metrics import TIOU_PRESETS, resolve_tious
+from pipeline.config import load_params, merge_cli, section
 from pipeline.errors import handle_user_errors
 from stages.annotations import THUMOS_POLICIES, load_annotations, thumos_exclusions
 from stages.evaluate import evaluate_files, format_table, write_metrics
@@ -37,11 +38,55 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
     return metrics
 
 
+def predict_run(run_dir: Path, store: Path | None, annotations: Path | None, subset: str | None,
+                exclude_policy: str, classes: Path | None, fmt: str, device: str,
+                predictions_out: Path | None) -> tuple[dict, Path]:
+    """Detect actions in the stored videos of ``subset`` with a trained run (its EMA weights and NMS
+    settings); returns (ActivityNet results dict, annotations path used)."""
+    import json
+
+    from stages.predict import predict_store
+    from storage import open_store
+
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"not a training run (no run.json): {run_dir}")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    annotations = annotations or Path(info["annotations"])
+    ann = load_annotations(annotations, classes, fmt).exclude(thumos_exclusions(exclude_policy))
+    subsets = ann.subsets()
+    if subset is None and len(subsets) != 1:
+        raise click.UsageError(f"--subset is required: the annotations have subsets {subsets}")
+    videos = ann.videos_in(subset or subsets[0])
+    reader = open_store(store or Path(info["store"]))
+    absent = [v for v in videos if v not in set(reader.videos())]
+    if absent:
+        raise ValueError(f"{len(absent)} video(s) of subset '{subset}' are not in the store "
+                         f"(first: {absent[0]}); extract them first")
+    results = predict_store(run_dir, reader, videos, device=device)
+    results["external_data"] = {"run": str(run_dir), "store": str(reader.path)}
+    if predictions_out is not None:
+        predictions_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = predictions_out.with_name(predictions_out.name + ".tmp")
+        tmp.write_text(json.dumps(results) + "\n", encoding="utf-8")
+        tmp.replace(predictions_out)
+    return results, annotations
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--predictions", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="ActivityNet results JSON {'results': {video: [{label, score, segment}]}}.")
-@click.option("--annotations", required=True, type=click.Path(path_type=Path),
-              help="ActivityNet JSON, THUMOS-14 annotation folder, or CSV.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Instead of --predictions: a training run; its model detects actions in the "
+                   "stored videos of --subset first.")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="With --run: the activation store (default: the one the run was trained on).")
+@click.option("--predictions-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --run: write the detections (ActivityNet results JSON) here.")
+@click.option("--device", default="auto", show_default=True, help="With --run: auto, cpu, cuda.")
+@click.option("--annotations", type=click.Path(path_type=Path), default=None,
+              help="ActivityNet JSON, THUMOS-14 annotation folder, or CSV (default with --run: the "
+                   "run's training annotations).")
 @click.option("--classes", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Class list file (one name per line); default: derived from the annotations.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "activitynet", "thumos", "csv"]),
@@ -57,14 +102,29 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
               help="THUMOS-14 videos to leave out: actionformer (212 test videos) or opentad (211).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the metrics JSON here (atomically).")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="params.yaml whose 'evaluate' section supplies defaults.")
+@click.pass_context
 @handle_user_errors
-def main(predictions: Path, annotations: Path, classes: Path | None, fmt: str,
-         subset: str | None, tious: str | None, preset: str | None, exclude_policy: str,
-         out: Path | None) -> None:
-    """Evaluate detection results (ActivityNet mAP) and print a per-class AP table."""
+def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
+    """Evaluate detection results (ActivityNet mAP) and print a per-class AP table.
+
+    Either score a results file (--predictions, from any system) or a trained run (--run)."""
+    if params_file is not None:
+        opts = merge_cli(ctx, section(load_params(params_file), "evaluate", str(params_file)), opts)
+    predictions, run_dir, annotations = opts["predictions"], opts["run_dir"], opts["annotations"]
+    subset, tious, preset = opts["subset"], opts["tious"], opts["preset"]
+    exclude_policy, classes, fmt, out = opts["exclude_policy"], opts["classes"], opts["fmt"], opts["out"]
+    if (predictions is None) == (run_dir is None):
+        raise click.UsageError("give exactly one of --predictions FILE or --run DIR")
     if tious is not None and preset is not None:
         raise click.UsageError("--tious and --preset are mutually exclusive")
+    if run_dir is None and annotations is None:
+        raise click.UsageError("--annotations is required with --predictions")
     thresholds = resolve_tious(tious, preset)
+    if run_dir is not None:
+        predictions, annotations = predict_run(run_dir, opts["store"], annotations, subset, exclude_policy,
+                                               classes, fmt, opts["device"], opts["predictions_out"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,

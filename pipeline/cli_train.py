@@ -99,7 +99,8 @@ def main(ctx: click.Context, params_file: Path | None, **cli: Any) -> None:
         model_cfg["tapped_layers"] = layers
     if opts["last_layer"] is not None:
         model_cfg["last_layer"] = opts["last_layer"]
-    tcfg = TrainConfig.from_dict({**{k: opts[k] for k in TRAIN_OPTIONS}, "nms": nms})
+    tcfg = TrainConfig.from_dict({**opts.get("_train_extra", {}), **{k: opts[k] for k in TRAIN_OPTIONS},
+                                  "nms": nms})
     try:
         result = train(opts["store"], opts["annotations"], opts["out"], model_cfg, tcfg,
                        train_subset=opts["train_subset"], val_subset=opts["val_subset"],
@@ -123,6 +124,8 @@ def _merged_options(ctx: click.Context, params_file: Path | None, cli: dict) -> 
         return cli, {}, {}
     defaults = section(load_params(params_file), "train", str(params_file))
     model = defaults.pop("model", None) or {}
+    if isinstance(model, str):  # `dvc exp run -S train.model=head-only` names the mode
+        model = {"mode": model}
     nms = defaults.pop("nms", None) or {}
     if not isinstance(model, dict) or not isinstance(nms, dict):
         raise ParamsError(f"{params_file}: train.model and train.nms must be mappings")
@@ -132,7 +135,21 @@ def _merged_options(ctx: click.Context, params_file: Path | None, cli: dict) -> 
             defaults[key] = model.pop(key)
     if "tapped_layers" in model and "layers" not in defaults:
         defaults["layers"] = model.pop("tapped_layers")
-    return merge_cli(ctx, defaults, cli), model, nms
+    # LoSAConfig fields without a command-line option (head, adapter_dim, short_window, ...) may
+    # also sit directly in the train section.
+    from losa.model import LoSAConfig
+    from stages.train_config import TrainConfig
+
+    for k in list(defaults):
+        if k in LoSAConfig.__dataclass_fields__ and k not in cli:
+            model.setdefault(k, defaults.pop(k))
+    # TrainConfig fields without a command-line option (schedule, clip_grad, trunc_thresh, ...)
+
+    extra = {k: defaults.pop(k) for k in list(defaults)
+             if k in TrainConfig.__dataclass_fields__ and k not in cli and k != "nms"}
+    opts = merge_cli(ctx, defaults, cli)
+    opts["_train_extra"] = extra
+    return opts, model, nms
 
 
 if __name__ == "__main__":  # pragma: no cover

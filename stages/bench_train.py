@@ -36,7 +36,7 @@ from stages.annotations import load_annotations
 from stages.dataset import Collate, StoreDataset
 from stages.extract_config import default_layers
 from stages.synthetic_store import make_synthetic_store
-from stages.train import amp_dtype, autocast_context, model_config_from_store, resolve_device
+from stages.predict import amp_dtype, autocast_context, model_config_from_store, resolve_device
 from storage import open_store
 
 __all__ = ["bench_train", "to_markdown", "write_report"]

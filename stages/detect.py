@@ -256,7 +256,7 @@ def detect(
     """
     import torch
 
-    from stages.train import load_run, predict_store, resolve_device
+    from stages.predict import load_run, predict_store, resolve_device
     from storage import open_store
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -12,7 +12,8 @@ import torch
 
 from losa.model import TALModel
 from stages.synthetic_store import make_synthetic_store
-from stages.train import model_config_from_store, seed_everything
+from stages.predict import model_config_from_store
+from stages.train import seed_everything
 from storage import open_store
 
 HEAD = dict(embd_dim=32, fpn_dim=32, head_dim=32, n_heads=2, window=9, n_embd_layers=1, n_head_layers=2,

@@ -12,15 +12,8 @@ import stages.train as train_mod
 from stages.annotations import load_annotations
 from stages.evaluate import evaluate_files
 from stages.synthetic_store import make_synthetic_store
-from stages.train import (
-    NonFiniteLossError,
-    RunDirError,
-    WarmupCosine,
-    load_run,
-    model_config_from_store,
-    predict_store,
-    train,
-)
+from stages.predict import load_run, model_config_from_store, predict_store
+from stages.train import NonFiniteLossError, RunDirError, WarmupCosine, train
 from stages.train_config import TrainConfig, TrainConfigError
 from storage import open_store
 
