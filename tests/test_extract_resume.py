@@ -43,10 +43,10 @@ def cfg() -> ExtractConfig:
                          batch_clips=2, chunk_steps=4, device="cpu")
 
 
-def extractor(videos: Path, store: Path) -> subprocess.Popen:
+def extractor(videos: Path, store: Path, *extra: str) -> subprocess.Popen:
     """A `losa-extract` process (single-threaded torch, like the in-process reference)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "pipeline.cli_extract", str(videos), "--store", str(store), *ARGS]
+    cmd = [sys.executable, "-m", "pipeline.cli_extract", str(videos), "--store", str(store), *ARGS, *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -82,6 +82,25 @@ def test_two_concurrent_extractors_share_one_store(many_videos, tmp_path):
     assert [p.name for p in (store / "_tmp").iterdir()] == ["zarr.json"]
     for vid in reader.videos():
         assert reader.read(vid)[3].shape == (SAMPLING.num_clips(60), 1, 96)
+
+
+def test_two_shard_jobs_write_one_store(many_videos, tmp_path):
+    """The scale-out recipe: one `--shard i/n` job per worker (any scheduler), one shared store."""
+    from stages.extract import discover_videos, select_shard
+
+    store = tmp_path / "sharded.zarr"
+    procs = [extractor(many_videos, store, "--shard", f"{i}/2") for i in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    items = discover_videos([many_videos])
+    for i, out in enumerate(outputs):  # each job did exactly its own shard
+        expected = len(select_shard(items, (i, 2)))
+        assert f"extracted {expected} video(s)" in out, out
+    reader = open_store(store)
+    assert reader.videos() == [f"v{i}" for i in range(8)] and reader.failures() == []
+    reference = tmp_path / "single.zarr"
+    run_extract(cfg(), many_videos, reference, progress=False)
+    assert snapshot(store) == snapshot(reference)
 
 
 def test_resume_after_sigkill_is_bit_identical(many_videos, tmp_path):
