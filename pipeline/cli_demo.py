@@ -23,6 +23,8 @@ from stages.demo_data import generate_demo
 @click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel processes (output does not depend on it).")
+@click.option("--clutter", type=click.Choice(["low", "high"]), default="low", show_default=True,
+              help="Scene difficulty: low suits random-weight backbones, high pretrained ones.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="params.yaml whose 'demo' section supplies defaults.")
 @click.pass_context

@@ -57,7 +57,8 @@ def predict_run(run_dir: Path, store: Path | None, annotations: Path | None, sub
     subsets = ann.subsets()
     if subset is None and len(subsets) != 1:
         raise click.UsageError(f"--subset is required: the annotations have subsets {subsets}")
-    videos = ann.videos_in(subset or subsets[0])
+    subset = subset or subsets[0]
+    videos = ann.videos_in(subset)
     reader = open_store(store or Path(info["store"]))
     absent = [v for v in videos if v not in set(reader.videos())]
     if absent:

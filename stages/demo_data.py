@@ -1,7 +1,7 @@
 """Deterministic synthetic temporal-action-localization dataset (the shipped demo).
 
-Each video shows a textured, slowly drifting background with static distractor shapes and 2–5
-non-overlapping actions of 2–8 s separated by background.  Every action is performed by one object
+Each video shows a slowly drifting background (faint by default; with ``clutter="high"`` a strong
+texture plus static look-alike distractor shapes, see `CLUTTER`) and 2–5 non-overlapping actions of 2–8 s separated by background.  Every action is performed by one object
 (shape and colour drawn from the same distribution for all classes):
 
 * ``move_left`` / ``move_right`` — the object slides horizontally.  The two classes are exact time
@@ -100,6 +100,7 @@ class VideoPlan:
     drift: tuple[float, float]  # background (vy, vx) in pixels per frame
     distractors: tuple[Distractor, ...]
     actions: tuple[ActionInstance, ...]
+    contrast: float = 28.0  # background texture contrast (see `CLUTTER`)
 
     @property
     def duration(self) -> float:
@@ -188,17 +189,19 @@ def object_state(inst: ActionInstance, frame: int, fps: float) -> tuple[float, f
 # ----------------------------------------------------------------------------------- planning
 
 
-def _object_style(rng: np.random.Generator, size: int) -> tuple[str, tuple[float, float, float], float]:
+def _object_style(rng: np.random.Generator, size: int, radius: tuple[float, float] = (0.07, 0.11)
+                  ) -> tuple[str, tuple[float, float, float], float]:
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     colour = tuple(float(c) for c in random_colour(rng, sat=(0.55, 1.0), val=(0.7, 1.0)))
-    return shape, colour, float(rng.uniform(0.07, 0.11) * size)
+    return shape, colour, float(rng.uniform(*radius) * size)
 
 
 def _sample_action(
-    rng: np.random.Generator, label: str, start: int, end: int, idle: tuple[int, int], fps: float, size: int
+    rng: np.random.Generator, label: str, start: int, end: int, idle: tuple[int, int], fps: float, size: int,
+    clutter: str = "high",
 ) -> ActionInstance:
     """Random instance of `label` over frames [start, end); idle = free frames before/after."""
-    shape, colour, radius = _object_style(rng, size)
+    shape, colour, radius = _object_style(rng, size, CLUTTER[clutter]["radius"])
     pre = int(rng.integers(0, idle[0] + 1)) if rng.random() < 0.6 else 0
     post = int(rng.integers(0, idle[1] + 1)) if rng.random() < 0.6 else 0
     ramp_in = float(rng.uniform(0.1, 0.3)) if rng.random() < 0.5 else 0.0
@@ -211,7 +214,7 @@ def _sample_action(
     nyquist_safe = fps / 4.0
     if label in ("move_left", "move_right"):
         # a travel interval symmetric in distribution about the frame centre; direction is the label
-        travel = float(rng.uniform(0.3, 0.6)) * size
+        travel = float(rng.uniform(*CLUTTER[clutter]["travel"])) * size
         centre = float(rng.uniform(margin + travel / 2, size - margin - travel / 2))
         lo, hi = centre - travel / 2, centre + travel / 2
         x_from, x_to = (lo, hi) if label == "move_right" else (hi, lo)
@@ -236,7 +239,8 @@ def _capacity(num_frames: int, dmin: int, gmin: int) -> int:
 
 
 def _plan_video(
-    index: int, subset: str, labels: list[str], num_frames: int, seed: int, fps: float, size: int
+    index: int, subset: str, labels: list[str], num_frames: int, seed: int, fps: float, size: int,
+    clutter: str = "high",
 ) -> VideoPlan:
     rng = np.random.default_rng([seed, index])
     dmin, dmax = math.ceil(MIN_ACTION_S * fps), math.floor(MAX_ACTION_S * fps)
@@ -251,14 +255,15 @@ def _plan_video(
     gaps = gmin + rng.multinomial(slack, rng.dirichlet(np.ones(k + 1)))
     actions: list[ActionInstance] = []
     t = int(gaps[0])
-    max_idle = math.floor(MAX_IDLE_S * fps)
+    max_idle = math.floor(MAX_IDLE_S * fps) if CLUTTER[clutter]["idle"] else 0
     for i, label in enumerate(labels):
         idle = (min(max_idle, int(gaps[i] * 0.45)), min(max_idle, int(gaps[i + 1] * 0.45)))
-        actions.append(_sample_action(rng, label, t, t + int(dur[i]), idle, fps, size))
+        actions.append(_sample_action(rng, label, t, t + int(dur[i]), idle, fps, size, clutter))
         t += int(dur[i] + gaps[i + 1])
     distractors = []
-    for _ in range(int(rng.integers(2, 5))):
-        shape, colour, radius = _object_style(rng, size)
+    lo, hi = CLUTTER[clutter]["distractors"]
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        shape, colour, radius = _object_style(rng, size, CLUTTER[clutter]["radius"])
         m = radius * 1.2
         distractors.append(Distractor(shape, colour, radius, float(rng.uniform(m, size - m)),
                                       float(rng.uniform(m, size - m)), float(rng.uniform(0, 2 * math.pi))))
@@ -269,15 +274,27 @@ def _plan_video(
         num_frames=int(num_frames), texture_seed=int(rng.integers(2**31)),
         base_colour=tuple(float(c) for c in base),
         drift=(float(speed * math.sin(heading)), float(speed * math.cos(heading))),
-        distractors=tuple(distractors), actions=tuple(actions),
+        distractors=tuple(distractors), actions=tuple(actions), contrast=CLUTTER[clutter]["contrast"],
     )  # fmt: skip
+
+
+#: Scene difficulty.  "low" (the demo default): a faint background, no distractor shapes, and the
+#: acting object is on screen only during its action — what a randomly initialised backbone can
+#: still see.  "high": a strong drifting texture, 2–4 static look-alike distractors and objects that
+#: idle on screen before/after acting — meant for real (pretrained) backbones.
+CLUTTER: dict[str, dict] = {
+    "low": {"contrast": 6.0, "distractors": (0, 0), "idle": False, "radius": (0.12, 0.17), "travel": (0.2, 0.4)},
+    "high": {"contrast": 28.0, "distractors": (2, 4), "idle": True, "radius": (0.07, 0.11), "travel": (0.3, 0.6)},
+}
 
 
 def plan_demo(
     num_videos: int = 32, seed: int = 0, fps: float = 15, size: int = 112,
-    min_len: float = 20, max_len: float = 45, test_fraction: float = 0.25,
+    min_len: float = 20, max_len: float = 45, test_fraction: float = 0.25, clutter: str = "low",
 ) -> list[VideoPlan]:  # fmt: skip
     """Plan the whole dataset (cheap, no pixels).  Same arguments → identical plans."""
+    if clutter not in CLUTTER:
+        raise ValueError(f"clutter must be one of {sorted(CLUTTER)}, got {clutter!r}")
     if num_videos < 2:
         raise ValueError(f"num_videos must be >= 2 (one training and one testing video), got {num_videos}")
     if not 0.0 < test_fraction < 1.0:
@@ -310,7 +327,8 @@ def plan_demo(
         for i in members:
             labels[i], pool = pool[: counts[i]], pool[counts[i] :]
     return [
-        _plan_video(i, "testing" if i in test_idx else "training", labels[i], lengths[i], seed, fps, size)
+        _plan_video(i, "testing" if i in test_idx else "training", labels[i], lengths[i], seed, fps, size,
+                    clutter)
         for i in range(num_videos)
     ]
 
@@ -325,7 +343,7 @@ def render_video(plan: VideoPlan, return_masks: bool = False):
     s, n = plan.size, plan.num_frames
     vy, vx = plan.drift
     pad_y, pad_x = math.ceil(abs(vy) * n) + 2, math.ceil(abs(vx) * n) + 2
-    texture = smooth_texture(rng, s + pad_y, s + pad_x, np.array(plan.base_colour))
+    texture = smooth_texture(rng, s + pad_y, s + pad_x, np.array(plan.base_colour), contrast=plan.contrast)
     oy0 = 0.0 if vy >= 0 else abs(vy) * (n - 1)
     ox0 = 0.0 if vx >= 0 else abs(vx) * (n - 1)
     layer = np.zeros((s, s, 3), dtype=np.float32)  # premultiplied distractor colours
@@ -389,6 +407,7 @@ def _render_and_write(plan: VideoPlan, path: Path, crf: int) -> None:
 def generate_demo(
     out_dir: str | os.PathLike, num_videos: int = 32, seed: int = 0, fps: float = 15, size: int = 112,
     min_len: float = 20, max_len: float = 45, test_fraction: float = 0.25, crf: int = 23, workers: int = 1,
+    clutter: str = "low",
 ) -> DemoSummary:  # fmt: skip
     """Write the demo dataset to `out_dir`: ``videos/<id>.mp4``, ``annotations.json``, ``classes.txt``.
 
@@ -397,7 +416,7 @@ def generate_demo(
     renders/encodes videos in parallel processes (joblib); the output does not depend on it.
     """
     t0 = time.perf_counter()
-    plans = plan_demo(num_videos, seed, fps, size, min_len, max_len, test_fraction)
+    plans = plan_demo(num_videos, seed, fps, size, min_len, max_len, test_fraction, clutter)
     out = Path(out_dir)
     vid_dir = out / "videos"
     vid_dir.mkdir(parents=True, exist_ok=True)

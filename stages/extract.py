@@ -370,6 +370,9 @@ def _extract_one(
                 "device": encoder.device_name,
                 "precision": encoder.precision,
                 "decoder": backend_name(),
+                # where the weights were read from (not provenance: moving the file must not
+                # invalidate the store; the sha256 in provenance is what identifies them)
+                "checkpoint_path": os.path.abspath(cfg.checkpoint) if cfg.checkpoint else None,
                 "seconds": round(time.perf_counter() - t_start, 3),
             },
         })

@@ -174,6 +174,15 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _checkpoint_path(reader: Any) -> str | None:
+    """Backbone checkpoint path recorded with the store's videos (the detect stage re-extracts with it)."""
+    for vid in reader.videos():
+        path = (reader.video_info(vid).get("extra") or {}).get("checkpoint_path")
+        if path:
+            return str(path)
+    return None
+
+
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """metrics.csv (all columns), train_metrics.json and val_metrics.json (DVC plots: lists of rows)."""
     extra = sorted({k for row in history for k in row} - set(METRIC_FIELDS))
@@ -284,6 +293,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     info = {
         "store": str(Path(getattr(reader, "path", store_path)).resolve()),
         "store_provenance": reader.provenance,
+        "checkpoint": _checkpoint_path(reader),
         "annotations": getattr(ann, "source", "") or str(annotations),
         "classes": list(ann.classes),
         "train_subset": train_subset,
