@@ -59,6 +59,10 @@ class LoSAConfig:
     long_mlp_ratio: float = 2.0
     fusion: str = "gated"
     dropout: float = 0.0
+    # "sequence": subtract each input layer's mean over the valid steps of the sequence (the whole
+    # video at inference) before anything else — removes per-video offsets (lighting, background)
+    # that dominate weak features such as a random-weight backbone's; "none": features as stored.
+    input_norm: str = "none"
     head: HeadConfig = field(default_factory=HeadConfig)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,7 @@ class LoSAConfig:
             ("long_window", self.long_window is None or self.long_window >= 0),
             ("long_mlp_ratio", self.long_mlp_ratio > 0),
             ("dropout", 0.0 <= self.dropout < 1.0),
+            ("input_norm", self.input_norm in ("none", "sequence")),
         ]
         for name, ok in checks:
             if not ok:
@@ -131,6 +136,13 @@ class TALOutput(NamedTuple):
     offsets: list[Tensor]  # [B, T_l, 2] (left, right) in units of the level stride
     masks: list[Tensor]  # [B, T_l] bool
     points: list[Tensor]  # [T_l, 4] (t, range_lo, range_hi, stride)
+
+
+def _centre_over_steps(x: Tensor, mask: Tensor) -> Tensor:
+    """``x [B, T, cells, C]`` minus its mean over the valid steps of each sequence (padding → 0)."""
+    valid = mask[:, :, None, None].to(x.dtype)
+    mean = (x * valid).sum(dim=1, keepdim=True) / valid.sum(dim=1, keepdim=True).clamp_min(1.0)
+    return (x - mean) * valid
 
 
 def _layer_key(layer: int) -> str:
@@ -192,6 +204,8 @@ class TALModel(nn.Module):
         self._check_inputs(feats, mask)
         cfg = self.cfg
         keep = mask[..., None]
+        if cfg.input_norm == "sequence":
+            feats = {k: _centre_over_steps(v, mask) for k, v in feats.items()}
         base = feats[cfg.last_layer].masked_fill(~mask[..., None, None], 0.0).mean(dim=2)
         if cfg.mode == "head-only":
             return base.masked_fill(~keep, 0.0)
