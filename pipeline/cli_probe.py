@@ -22,6 +22,8 @@ from storage import open_store
 @click.option("--layers", default="", help="Comma-separated layers to probe (default: all stored).")
 @click.option("--max-steps-per-video", default=2000, show_default=True, type=int)
 @click.option("--c", "C", default=1.0, show_default=True, type=float, help="Inverse L2 strength.")
+@click.option("--input-norm", type=click.Choice(["none", "sequence"]), default="none", show_default=True,
+              help="sequence: subtract each video's mean feature first (as train.input_norm).")
 @click.option("--out", default=None, type=click.Path(), help="Write the results JSON here.")
 @click.option("--plot", default=None, type=click.Path(), help="Write a bar-chart PNG here.")
 @click.option("--params", "params_file", default=None, type=click.Path(), help="params.yaml; section 'probe'.")
@@ -35,7 +37,8 @@ def main(ctx, params_file, **opts):
     reader = open_store(opts["store_path"])
     ann = load_annotations(opts["annotations"], classes=opts["classes"])
     results = run_probe(reader, ann, opts["train_subset"], opts["test_subset"], layers=layers,
-                        max_steps_per_video=opts["max_steps_per_video"], C=opts["C"])
+                        max_steps_per_video=opts["max_steps_per_video"], C=opts["C"],
+                        input_norm=opts["input_norm"])
     click.echo(format_probe_table(results))
     if opts["out"]:
         Path(opts["out"]).parent.mkdir(parents=True, exist_ok=True)

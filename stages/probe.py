@@ -46,7 +46,7 @@ def step_labels(times: np.ndarray, segments: Sequence[tuple[float, float, str]],
     return labels
 
 
-def _collect(reader, videos, layers, label_fn, max_steps: int | None, rng):
+def _collect(reader, videos, layers, label_fn, max_steps: int | None, rng, input_norm: str = "none"):
     feats = {layer: [] for layer in layers}
     labels = []
     for vid in videos:
@@ -56,15 +56,22 @@ def _collect(reader, videos, layers, label_fn, max_steps: int | None, rng):
             idx = np.sort(rng.choice(idx, size=max_steps, replace=False))
         arrays = reader.read(vid, layers=list(layers))
         for layer in layers:
-            feats[layer].append(arrays[layer].mean(axis=1)[idx])
+            x = arrays[layer].mean(axis=1)
+            if input_norm == "sequence":  # as the model's input_norm: remove the per-video mean
+                x = x - x.mean(axis=0, keepdims=True)
+            feats[layer].append(x[idx])
         labels.append(label_fn(vid, times)[idx])
     return {k: np.concatenate(v) for k, v in feats.items()}, np.concatenate(labels)
 
 
 def run_probe(reader, annotations, train_subset: str, test_subset: str,
               layers: Sequence[int] | None = None, max_steps_per_video: int | None = 2000,
-              C: float = 1.0, seed: int = 0) -> list[ProbeResult]:
-    """Fit one logistic-regression probe per layer; results sorted best first (macro-F1)."""
+              C: float = 1.0, seed: int = 0, input_norm: str = "none") -> list[ProbeResult]:
+    """Fit one logistic-regression probe per layer; results sorted best first (macro-F1).
+
+    ``input_norm="sequence"`` subtracts each video's mean feature first (as the model option)."""
+    if input_norm not in ("none", "sequence"):
+        raise ValueError(f"input_norm must be none or sequence, got {input_norm!r}")
     layers = list(layers) if layers else list(reader.layers())
     stored = set(reader.layers())
     missing = [l for l in layers if l not in stored]
@@ -84,13 +91,13 @@ def run_probe(reader, annotations, train_subset: str, test_subset: str,
         return step_labels(times, annotations.videos[vid]["segments"], cidx)
 
     rng = np.random.default_rng(seed)
-    xtr, ytr = _collect(reader, videos_of(train_subset), layers, label_fn, max_steps_per_video, rng)
-    xte, yte = _collect(reader, videos_of(test_subset), layers, label_fn, max_steps_per_video, rng)
+    xtr, ytr = _collect(reader, videos_of(train_subset), layers, label_fn, max_steps_per_video, rng, input_norm)
+    xte, yte = _collect(reader, videos_of(test_subset), layers, label_fn, max_steps_per_video, rng, input_norm)
     background = len(classes)
     results = []
     for layer in layers:
         t0 = time.perf_counter()
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300))
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
         clf.fit(xtr[layer], ytr)
         pred = clf.predict(xte[layer])
         proba = clf.predict_proba(xte[layer])
