@@ -149,7 +149,13 @@ class TALLoss(nn.Module):
         pos = (gt_cls.sum(-1) > 0) & valid
         num_pos = int(pos.sum())
         if self.training:
-            new = self.momentum * self.loss_normalizer + (1 - self.momentum) * max(num_pos, 1)
+            count = float(max(num_pos, 1))
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # one normaliser for all ranks (DDP): the mean positive count across the global batch
+                total = torch.tensor([count], device=logits.device)
+                torch.distributed.all_reduce(total)
+                count = float(total.item()) / torch.distributed.get_world_size()
+            new = self.momentum * self.loss_normalizer + (1 - self.momentum) * count
             self.loss_normalizer.copy_(new)
         norm = self.loss_normalizer.detach()
 
