@@ -160,8 +160,23 @@ def test_detect_features_match_the_training_extraction(runs: dict[str, Path], tm
 
 def test_checkpoint_missing_or_different(runs: dict[str, Path], tmp_path: Path) -> None:
     video = _video(tmp_path / "v.mp4", 1.5, 9)
-    with pytest.raises(RunError, match="--checkpoint"):  # the run does not record the path
-        detect([video], runs["ckpt"], device="cpu", cache_store=tmp_path / "c.zarr")
+    # training recorded where the store's checkpoint was read from
+    assert load_run_info(runs["ckpt"])["checkpoint"] == str(runs["checkpoint"].resolve())
+    no_path = tmp_path / "run_without_path"
+    shutil.copytree(runs["ckpt"], no_path)
+    info = json.loads((no_path / "run.json").read_text())
+    info["checkpoint"] = None  # e.g. a run trained on a store written before paths were recorded
+    (no_path / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="--checkpoint"):
+        detect([video], no_path, device="cpu", cache_store=tmp_path / "c.zarr")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(str(runs["checkpoint"]), moved / "w.pth")  # recorded path no longer exists
+    try:
+        with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+            detect([video], runs["ckpt"], device="cpu", cache_store=tmp_path / "c2.zarr")
+    finally:
+        shutil.move(str(moved / "w.pth"), runs["checkpoint"])
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         detect([video], runs["ckpt"], device="cpu", checkpoint=tmp_path / "nope.pth")
     other = tmp_path / "other.pth"
