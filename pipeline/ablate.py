@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 #: (name, dvc -S overrides) — the default ablation grid on the demo data.
 VARIANTS: list[tuple[str, list[str]]] = [
@@ -38,17 +39,23 @@ def _run(cmd: list[str]) -> str:
     return proc.stdout + proc.stderr
 
 
-def _row(name: str, sets: list[str], metrics: dict, seconds: float, skipped: bool) -> str:
-    maps = " | ".join(f"{100 * m:.1f}" for m in metrics["mAP"])
-    return (f"| {name} | `{' '.join(sets)}` | {maps} | **{100 * metrics['average_mAP']:.1f}** | "
-            f"{seconds:.0f} | {'yes' if skipped else 'NO'} |")
+def _row(name: str, sets: list[str], runs: list[dict], seconds: float, skipped: bool) -> str:
+    """One table row; with several seeds: mean per tIoU and mean ± std of the average mAP."""
+    per_tiou = np.mean([r["mAP"] for r in runs], axis=0)
+    avgs = np.array([r["average_mAP"] for r in runs])
+    maps = " | ".join(f"{100 * m:.1f}" for m in per_tiou)
+    avg = f"{100 * avgs.mean():.1f}" + (f" ± {100 * avgs.std(ddof=1):.1f}" if len(avgs) > 1 else "")
+    return (f"| {name} | `{' '.join(sets)}` | {maps} | **{avg}** | {seconds:.0f} | "
+            f"{'yes' if skipped else 'NO'} |")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", default="metrics/ablation.md", show_default=True, type=click.Path(path_type=Path))
 @click.option("--only", default=None, help="Comma-separated variant names to run (default: all).")
+@click.option("--seeds", default=None,
+              help="Comma-separated training seeds (adds -S train.seed=S); rows report mean ± std.")
 @click.option("--keep-workspace", is_flag=True, help="Do not restore the committed baseline afterwards.")
-def main(out: Path, only: str | None, keep_workspace: bool) -> None:
+def main(out: Path, only: str | None, seeds: str | None, keep_workspace: bool) -> None:
     """Run the ablation grid with `dvc exp run -S ...` and write a markdown table."""
     wanted = None if only is None else {s.strip() for s in only.split(",")}
     rows = []
@@ -57,14 +64,17 @@ def main(out: Path, only: str | None, keep_workspace: bool) -> None:
         for name, sets in VARIANTS:
             if wanted is not None and name not in wanted:
                 continue
-            click.echo(f"== {name}: dvc exp run {' '.join('-S ' + s for s in sets)}", err=True)
-            t0 = time.perf_counter()
-            log = _run(["dvc", "exp", "run", *[a for s in sets for a in ("-S", s)]])
-            seconds = time.perf_counter() - t0
-            skipped = "Stage 'extract' didn't change, skipping" in log and "Running stage 'extract'" not in log
-            metrics = json.loads(Path("metrics/eval.json").read_text())
-            head = head or metrics["tious"]
-            rows.append(_row(name, sets, metrics, seconds, skipped))
+            runs, seconds, skipped = [], 0.0, True
+            for seed in ([None] if seeds is None else [s.strip() for s in seeds.split(",")]):
+                args = sets + ([] if seed is None else [f"train.seed={seed}"])
+                click.echo(f"== {name}: dvc exp run {' '.join('-S ' + s for s in args)}", err=True)
+                t0 = time.perf_counter()
+                log = _run(["dvc", "exp", "run", *[a for s in args for a in ("-S", s)]])
+                seconds += time.perf_counter() - t0
+                skipped &= "Stage 'extract' didn't change, skipping" in log and "Running stage 'extract'" not in log
+                runs.append(json.loads(Path("metrics/eval.json").read_text()))
+            head = head or runs[0]["tious"]
+            rows.append(_row(name, sets, runs, seconds, skipped))
             click.echo(rows[-1], err=True)
     finally:
         if not keep_workspace:
