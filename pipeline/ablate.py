@@ -23,12 +23,12 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("side (AdaTAD-style)", ["train.model=side"]),
     ("LoSA long only", ["train.model=losa", "train.adapters=long"]),
     ("LoSA short only", ["train.model=losa", "train.adapters=short"]),
-    ("LoSA long+short, gated", ["train.model=losa", "train.adapters=both", "train.fusion=gated"]),
-    ("LoSA, sigmoid gates", ["train.model=losa", "train.fusion=sigmoid"]),
-    ("LoSA, plain sum", ["train.model=losa", "train.fusion=sum"]),
-    ("LoSA, concat", ["train.model=losa", "train.fusion=concat"]),
-    ("LoSA, layer 2 only", ["train.model=losa", "train.layers=2"]),
-    ("LoSA, layer 3 only", ["train.model=losa", "train.layers=3"]),
+    ("LoSA long+short (gated)", ["train.model=losa", "train.adapters=both", "train.fusion=gated"]),
+    ("LoSA (sigmoid gates)", ["train.model=losa", "train.fusion=sigmoid"]),
+    ("LoSA (plain sum)", ["train.model=losa", "train.fusion=sum"]),
+    ("LoSA (concat)", ["train.model=losa", "train.fusion=concat"]),
+    ("LoSA (layer 2 only)", ["train.model=losa", "train.layers=2"]),
+    ("LoSA (layer 3 only)", ["train.model=losa", "train.layers=3"]),
 ]
 
 
@@ -51,7 +51,7 @@ def _row(name: str, sets: list[str], runs: list[dict], seconds: float, skipped: 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", default="metrics/ablation.md", show_default=True, type=click.Path(path_type=Path))
-@click.option("--only", default=None, help="Comma-separated variant names to run (default: all).")
+@click.option("--only", default=None, help="Comma-separated variant names to run (default: all); names never contain commas.")
 @click.option("--seeds", default=None,
               help="Comma-separated training seeds (adds -S train.seed=S); rows report mean ± std.")
 @click.option("--keep-workspace", is_flag=True, help="Do not restore the committed baseline afterwards.")

@@ -60,7 +60,8 @@ def predict_run(run_dir: Path, store: Path | None, annotations: Path | None, sub
     subset = subset or subsets[0]
     videos = ann.videos_in(subset)
     reader = open_store(store or Path(info["store"]))
-    absent = [v for v in videos if v not in set(reader.videos())]
+    stored = set(reader.videos())
+    absent = [v for v in videos if v not in stored]
     if absent:
         raise ValueError(f"{len(absent)} video(s) of subset '{subset}' are not in the store "
                          f"(first: {absent[0]}); extract them first")

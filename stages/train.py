@@ -175,12 +175,15 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def _checkpoint_path(reader: Any) -> str | None:
-    """Backbone checkpoint path recorded with the store's videos (the detect stage re-extracts with it)."""
-    for vid in reader.videos():
-        path = (reader.video_info(vid).get("extra") or {}).get("checkpoint_path")
-        if path:
-            return str(path)
-    return None
+    """Backbone checkpoint path recorded with the store's videos (the detect stage re-extracts with it).
+
+    Every video of a store was extracted with the same weights (same sha256 in the provenance), so the
+    first video's record is the store's; random-weight stores have none."""
+    if (reader.provenance.get("checkpoint") or {}).get("sha256") in (None, "random"):
+        return None
+    videos = reader.videos()
+    path = (reader.video_info(videos[0]).get("extra") or {}).get("checkpoint_path") if videos else None
+    return str(path) if path else None
 
 
 def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:

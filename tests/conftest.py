@@ -47,3 +47,15 @@ def video_dir(tmp_path: Path, make_video: MakeVideo) -> Path:
     make_video("videos/clip_b.mp4", seconds=1.6, seed=2)
     make_video("videos/clip_c.mp4", seconds=3.0, seed=3)
     return tmp_path / "videos"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Single-threaded torch for a test: tiny models run fastest that way, and it keeps tests from
+    oversubscribing a busy 2-core machine (use via ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

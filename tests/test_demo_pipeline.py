@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from pipeline.cli_eval import main as eval_main
@@ -27,12 +26,7 @@ PARAMS = str(REPO / "params.yaml")
 TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chance_map(ann, subset: str, seed: int = 0) -> float:

@@ -29,13 +29,7 @@ from storage import open_store
 SAMPLING = ClipSampling(frames_per_clip=4, frame_step=2, clip_stride=3)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest single-threaded (and do not fight parallel test workers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(**kw) -> ExtractConfig:

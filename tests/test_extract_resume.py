@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from losa.sampling import ClipSampling
@@ -29,12 +28,7 @@ ARGS = ["--preset", "tiny", "--layers", "1,3", "--frames", "4", "--frame-step", 
         "--device", "cpu", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cfg() -> ExtractConfig:

@@ -12,13 +12,7 @@ from losa.blocks import TransformerBlock, local_attention, masked_max_pool
 from losa.losses import TALLoss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These small ops run fastest single-threaded (and stay polite on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = HeadConfig(
     embd_dim=32, fpn_dim=32, head_dim=32, n_heads=2, window=5, n_levels=3, n_stem=1,

@@ -19,13 +19,7 @@ from storage import open_store
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch: far faster than oversubscribed threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_HEAD = dict(embd_dim=32, fpn_dim=32, head_dim=32, n_heads=2, window=9, n_embd_layers=1,
                  n_head_layers=2, path_drop=0.0)
