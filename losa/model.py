@@ -4,7 +4,7 @@
 valid step) to ActionFormer head outputs.  Three modes:
 
 * ``"losa"``: Long- and/or Short-range adapters on every tapped layer, merged into the last-layer
-  features (mean over cells) by :class:`~losa.fusion.LongShortGatedFusion`.  With the default
+  features (mean over cells) by :class:`~losa.adapters.fusion.LongShortGatedFusion`.  With the default
   zero-initialised gates the model starts exactly as the head-only model.
 * ``"side"``: AdaTAD-style side adapters (one per tapped layer, on mean-over-cells features) whose
   residual outputs are summed onto the last-layer features (baseline, starts at identity).
@@ -21,11 +21,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .actionformer import ActionFormerHead, HeadConfig
-from .adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
-from .fusion import FUSION_MODES, LongShortGatedFusion
-from .losses import TALLoss
-from .postprocess import postprocess
+from losa.head.actionformer import ActionFormerHead, HeadConfig
+from losa.adapters.adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
+from losa.adapters.fusion import FUSION_MODES, LongShortGatedFusion
+from losa.head.losses import TALLoss
+from losa.post.postprocess import postprocess
 
 __all__ = ["ADAPTER_CHOICES", "MODES", "LoSAConfig", "TALModel", "TALOutput"]
 
@@ -252,7 +252,7 @@ class TALModel(nn.Module):
         """Detections per video: ``{"segments" [n, 2] (steps), "scores" [n], "labels" [n]}`` on the CPU.
 
         Runs in eval mode (the previous mode is restored); ``nms`` holds keyword arguments of
-        :func:`~losa.postprocess.postprocess` (thresholds, Soft-NMS method/sigma, max_seg_num, ...).
+        :func:`~losa.post.postprocess.postprocess` (thresholds, Soft-NMS method/sigma, max_seg_num, ...).
         """
         was_training = self.training
         self.eval()

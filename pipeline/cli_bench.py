@@ -49,10 +49,10 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
             clip_stride: int, batch_clips: int, store_dtype: str, precision: str, device: str,
             peak_tflops: float | None, out: Path | None) -> None:
     """Decode-only vs backbone-only vs full extraction clips/s on the same videos and model."""
-    from losa.sampling import ClipSampling
+    from losa.encoder.sampling import ClipSampling
     from pipeline.cli_extract import parse_layers
-    from stages.bench_extract import bench_extract, to_markdown, write_report
-    from stages.extract_config import ExtractConfig, default_layers
+    from stages.tools.bench_extract import bench_extract, to_markdown, write_report
+    from stages.extract.config import ExtractConfig, default_layers
 
     try:
         if num_videos < 1 or seconds <= 0:
@@ -95,7 +95,7 @@ def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: 
     """Training-step time and peak memory from the store (head-only, side, LoSA) vs a backbone in the loop."""
     import json
 
-    from stages.bench_train import bench_train
+    from stages.tools.bench_train import bench_train
 
     try:
         if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):

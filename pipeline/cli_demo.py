@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import load_params, merge_cli, section
-from stages.demo_data import generate_demo
+from stages.demo.data import generate_demo
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -55,7 +55,7 @@ def plot_paths(plot: Path, video_ids: Sequence[str]) -> dict[str, Path]:
 def _ground_truth(annotations: Path | None, video_ids: Sequence[str]) -> dict[str, list]:
     if annotations is None:
         return {}
-    from stages.annotations import load_annotations
+    from stages.data.annotations import load_annotations
 
     ann = load_annotations(annotations)
     missing = [v for v in video_ids if v not in ann.videos]
@@ -91,8 +91,8 @@ def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path |
          annotations: Path | None, min_score: float, top_k: int, device: str,
          checkpoint: Path | None, cache_store: Path | None, batch_size: int, progress: bool) -> None:
     """Detect actions in VIDEO... (files or folders) with the trained model of --run."""
-    from stages.detect import detect
-    from stages.plot import plot_timeline, select_detections
+    from stages.infer.detect import detect
+    from stages.tools.plot import plot_timeline, select_detections
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

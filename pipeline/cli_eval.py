@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 
-from losa.metrics import TIOU_PRESETS, resolve_tious
+from losa.metrics.detection import TIOU_PRESETS, resolve_tious
 from pipeline.config import load_params, merge_cli, section
 from pipeline.errors import handle_user_errors
-from stages.annotations import THUMOS_POLICIES, load_annotations, thumos_exclusions
-from stages.evaluate import evaluate_files, format_table, write_metrics
+from stages.data.annotations import THUMOS_POLICIES, load_annotations, thumos_exclusions
+from stages.evaluate.run import evaluate_files, format_table, write_metrics
 
 #: Warnings (e.g. segments clipped to the video duration) printed before summarising the rest.
 MAX_WARNINGS = 10
@@ -45,7 +45,7 @@ def predict_run(run_dir: Path, store: Path | None, annotations: Path | None, sub
     settings); returns (ActivityNet results dict, annotations path used)."""
     import json
 
-    from stages.predict import predict_store
+    from stages.infer.predict import predict_store
     from storage import open_store
 
     info_path = run_dir / "run.json"

@@ -95,7 +95,7 @@ def main(ctx: click.Context, params_file: Path | None, **cli) -> None:
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise UsageFailure(str(exc)) from None
 
-    from stages.extract import run_extract
+    from stages.extract.run import run_extract
 
     if cfg.checkpoint is None:
         click.echo(f"warning: no --checkpoint: random {cfg.preset} weights (seed {cfg.seed}); "
@@ -133,9 +133,9 @@ def _merged_options(ctx: click.Context, params_file: Path | None, cli: dict) -> 
 
 
 def _build(opts: dict):
-    from losa.backbone import get_preset
-    from losa.sampling import ClipSampling
-    from stages.extract_config import ExtractConfig, default_layers
+    from losa.encoder.backbone import get_preset
+    from losa.encoder.sampling import ClipSampling
+    from stages.extract.config import ExtractConfig, default_layers
 
     if not opts["inputs"]:
         raise UsageFailure("no INPUTS: give video files and/or folders to extract")

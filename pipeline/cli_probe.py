@@ -8,8 +8,8 @@ import click
 
 from pipeline.config import load_params, merge_cli, section
 from pipeline.errors import handle_user_errors
-from stages.annotations import load_annotations
-from stages.probe import format_probe_table, plot_probe, run_probe
+from stages.data.annotations import load_annotations
+from stages.tools.probe import format_probe_table, plot_probe, run_probe
 from storage import open_store
 
 

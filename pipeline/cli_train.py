@@ -89,8 +89,8 @@ def main(ctx: click.Context, params_file: Path | None, **cli: Any) -> None:
         if opts[name] is None:
             raise click.UsageError(f"missing --{name}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from stages.train import NonFiniteLossError, train
-    from stages.train_config import TrainConfig
+    from stages.train.run import NonFiniteLossError, train
+    from stages.train.config import TrainConfig
 
     model_cfg = dict(model_extra)
     model_cfg.update({k: opts[k] for k in ("mode", "adapters", "fusion")})
@@ -138,7 +138,7 @@ def _merged_options(ctx: click.Context, params_file: Path | None, cli: dict) -> 
     # LoSAConfig fields without a command-line option (head, adapter_dim, short_window, ...) may
     # also sit directly in the train section.
     from losa.model import LoSAConfig
-    from stages.train_config import TrainConfig
+    from stages.train.config import TrainConfig
 
     for k in list(defaults):
         if k in LoSAConfig.__dataclass_fields__ and k not in cli:

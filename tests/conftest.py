@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
-from stages.videogen import moving_square_frames, write_mp4
+from stages.demo.videogen import moving_square_frames, write_mp4
 
 MakeVideo = Callable[..., Path]
 

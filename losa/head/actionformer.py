@@ -1,0 +1,273 @@
+"""ActionFormer temporal-action-localisation head (Zhang et al., ECCV 2022), THUMOS-14 design.
+
+Pipeline: masked-conv embedding -> stem transformer blocks (local window attention) -> a pyramid of
+``n_levels - 1`` down-sampling transformer blocks (strides 1, 2, 4, ..., level-0 grid units) ->
+identity FPN neck with LayerNorm -> shared classification and regression conv heads.
+
+Any input length ``T`` is accepted: the head pads internally to a multiple of
+``scale_factor ** (n_levels - 1)`` (see :meth:`ActionFormerHead.pad_to_stride`) and returns, for
+level ``l`` with stride ``s_l``, the first ``ceil(T / s_l)`` steps — exactly the steps whose level-0
+position ``i * s_l`` lies inside the input.  :meth:`ActionFormerHead.points` produces the matching
+point table.  Outputs of a video do not depend on the padding that follows it (see ``blocks.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from losa.head.blocks import LayerNorm, MaskedConv1D, Scale, TransformerBlock
+
+__all__ = ["HeadConfig", "ActionFormerHead", "PredictionHead", "make_points"]
+
+THUMOS_RANGES: tuple[tuple[float, float], ...] = (
+    (0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000),
+)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Hyper-parameters of the ActionFormer head (defaults: the THUMOS-14 recipe).
+
+    ``window`` is the local attention window (half-width ``window // 2``; 0 = global attention).
+    ``regression_ranges`` (one ``(lo, hi)`` per level, level-0 grid units) bound the largest
+    distance from a point to the boundaries of the action it is asked to regress.
+    ``max_seq_len`` is only a default length for callers (e.g. training crops / tracing); the head
+    itself accepts any length.
+    """
+
+    embd_dim: int = 512
+    embd_kernel: int = 3
+    n_embd_layers: int = 2
+    n_stem: int = 2
+    n_levels: int = 6
+    n_heads: int = 4
+    window: int = 19
+    scale_factor: int = 2
+    fpn_dim: int = 512
+    head_dim: int = 512
+    head_kernel: int = 3
+    n_head_layers: int = 3
+    regression_ranges: tuple[tuple[float, float], ...] = THUMOS_RANGES
+    center_sample: str = "radius"
+    center_radius: float = 1.5
+    prior_prob: float = 0.01
+    dropout: float = 0.0
+    path_drop: float = 0.1
+    with_ln: bool = True
+    max_seq_len: int = 2304
+    train_label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        ranges = tuple((float(lo), float(hi)) for lo, hi in self.regression_ranges)
+        object.__setattr__(self, "regression_ranges", ranges)
+        checks = [
+            ("embd_dim", self.embd_dim >= 1 and self.embd_dim % self.n_heads == 0),
+            ("embd_kernel", self.embd_kernel >= 1 and self.embd_kernel % 2 == 1),
+            ("n_embd_layers", self.n_embd_layers >= 1),
+            ("n_stem", self.n_stem >= 0),
+            ("n_levels", self.n_levels >= 1),
+            ("n_heads", self.n_heads >= 1),
+            ("window", self.window >= 0),
+            ("scale_factor", self.scale_factor >= 2 and self.scale_factor % 2 == 0),
+            ("fpn_dim", self.fpn_dim >= 1),
+            ("head_dim", self.head_dim >= 1),
+            ("head_kernel", self.head_kernel >= 1 and self.head_kernel % 2 == 1),
+            ("n_head_layers", self.n_head_layers >= 1),
+            ("regression_ranges", len(ranges) == self.n_levels and all(lo <= hi for lo, hi in ranges)),
+            ("center_sample", self.center_sample in ("radius", "none")),
+            ("center_radius", self.center_radius > 0),
+            ("prior_prob", 0.0 < self.prior_prob < 1.0),
+            ("dropout", 0.0 <= self.dropout < 1.0),
+            ("path_drop", 0.0 <= self.path_drop < 1.0),
+            ("max_seq_len", self.max_seq_len >= 1),
+            ("train_label_smoothing", 0.0 <= self.train_label_smoothing < 1.0),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"invalid head setting {name}={getattr(self, name)!r}")
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Stride of every pyramid level in level-0 steps: (1, 2, 4, ...)."""
+        return tuple(self.scale_factor**lvl for lvl in range(self.n_levels))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["regression_ranges"] = [list(r) for r in self.regression_ranges]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> HeadConfig:
+        """Build from a (possibly partial) mapping; unknown keys raise ValueError."""
+        d = dict(d or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in d if k not in names)
+        if unknown:
+            raise ValueError(f"unknown head setting(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def make_points(
+    lengths: Sequence[int],
+    strides: Sequence[int],
+    regression_ranges: Sequence[tuple[float, float]],
+    device: torch.device | str | None = None,
+) -> list[Tensor]:
+    """Point tables ``[T_l, 4]`` = (position in level-0 steps, range_lo, range_hi, stride) per level."""
+    pts = []
+    for n, s, (lo, hi) in zip(lengths, strides, regression_ranges, strict=True):
+        t = torch.arange(n, device=device, dtype=torch.float32) * float(s)
+        rest = torch.tensor([lo, hi, float(s)], device=device, dtype=torch.float32).expand(n, 3)
+        pts.append(torch.cat([t[:, None], rest], dim=1))
+    return pts
+
+
+class PredictionHead(nn.Module):
+    """Shared conv tower applied to every pyramid level: ``n_layers - 1`` x (masked conv -> LN -> ReLU)
+    followed by a masked conv to ``out_dim`` channels.  Returns ``[B, out_dim, T_l]`` per level."""
+
+    def __init__(
+        self, in_dim: int, feat_dim: int, out_dim: int, n_layers: int, kernel: int, with_ln: bool
+    ) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(n_layers - 1):
+            self.convs.append(MaskedConv1D(in_dim if i == 0 else feat_dim, feat_dim, kernel, bias=not with_ln))
+            self.norms.append(LayerNorm(feat_dim) if with_ln else nn.Identity())
+        last_in = feat_dim if n_layers > 1 else in_dim
+        self.out = MaskedConv1D(last_in, out_dim, kernel)
+
+    def forward(self, feats: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:
+        outs = []
+        for x, m in zip(feats, masks):
+            for conv, norm in zip(self.convs, self.norms):
+                x, _ = conv(x, m)
+                x = F.relu(norm(x)) * m.to(x.dtype)
+            outs.append(self.out(x, m)[0])
+        return outs
+
+
+class ActionFormerHead(nn.Module):
+    """ActionFormer (conv-transformer backbone + identity FPN + cls/reg heads) on ``[B, C, T]`` features.
+
+    ``forward(x [B, in_dim, T] float, mask [B, 1, T] bool)`` returns
+    ``(cls_logits: list of [B, T_l, K], offsets: list of [B, T_l, 2], masks: list of [B, T_l] bool)``
+    with ``T_l = ceil(T / stride_l)``.  Offsets are (left, right) distances >= 0 in units of the
+    level's stride; logits are pre-sigmoid.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: HeadConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or HeadConfig()
+        if in_dim < 1 or num_classes < 1:
+            raise ValueError(f"in_dim and num_classes must be >= 1, got {in_dim} and {num_classes}")
+        self.cfg = cfg
+        self.in_dim = in_dim
+        self.num_classes = num_classes
+        d = cfg.embd_dim
+        self.embd = nn.ModuleList(
+            MaskedConv1D(in_dim if i == 0 else d, d, cfg.embd_kernel, bias=not cfg.with_ln)
+            for i in range(cfg.n_embd_layers)
+        )
+        self.embd_norm = nn.ModuleList(
+            LayerNorm(d) if cfg.with_ln else nn.Identity() for _ in range(cfg.n_embd_layers)
+        )
+        block_kw = {"proj_drop": cfg.dropout, "path_drop": cfg.path_drop}
+        self.stem = nn.ModuleList(
+            TransformerBlock(d, cfg.n_heads, cfg.window, stride=1, **block_kw) for _ in range(cfg.n_stem)
+        )
+        self.branch = nn.ModuleList(
+            TransformerBlock(d, cfg.n_heads, cfg.window, stride=cfg.scale_factor, **block_kw)
+            for _ in range(cfg.n_levels - 1)
+        )
+        # ActionFormer zeroes every Linear/Conv1d bias of the backbone.
+        for mod in [*self.embd, *self.stem, *self.branch]:
+            for sub in mod.modules():
+                if isinstance(sub, (nn.Conv1d, nn.Linear)) and sub.bias is not None:
+                    nn.init.zeros_(sub.bias)
+        # Identity FPN neck (a 1x1 projection only when fpn_dim differs from embd_dim).
+        self.neck_proj = MaskedConv1D(d, cfg.fpn_dim, 1) if cfg.fpn_dim != d else None
+        self.fpn_norms = nn.ModuleList(
+            LayerNorm(cfg.fpn_dim) if cfg.with_ln else nn.Identity() for _ in range(cfg.n_levels)
+        )
+        self.cls_head = PredictionHead(
+            cfg.fpn_dim, cfg.head_dim, num_classes, cfg.n_head_layers, cfg.head_kernel, cfg.with_ln
+        )
+        self.reg_head = PredictionHead(cfg.fpn_dim, cfg.head_dim, 2, cfg.n_head_layers, cfg.head_kernel, cfg.with_ln)
+        nn.init.constant_(self.cls_head.out.conv.bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
+        self.scales = nn.ModuleList(Scale() for _ in range(cfg.n_levels))
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.cfg.strides
+
+    def pad_to_stride(self, t: int) -> int:
+        """Smallest length >= ``t`` divisible by the coarsest stride (the internal padded length)."""
+        m = self.strides[-1]
+        return max(1, -(-int(t) // m)) * m
+
+    def level_lengths(self, t: int) -> list[int]:
+        """Output length of every level for a level-0 input length ``t``: ``ceil(t / stride_l)``."""
+        return [-(-int(t) // s) for s in self.strides]
+
+    def points(self, t: int | Sequence[int], device: torch.device | str | None = None) -> list[Tensor]:
+        """Point tables ``[T_l, 4]`` (t, range_lo, range_hi, stride) for a level-0 length ``t``
+        or for explicit per-level lengths (e.g. ``[c.shape[1] for c in cls_logits]``)."""
+        lengths = self.level_lengths(t) if isinstance(t, int) else [int(n) for n in t]
+        if len(lengths) != self.cfg.n_levels:
+            raise ValueError(f"got {len(lengths)} level lengths, the head has {self.cfg.n_levels} levels")
+        return make_points(lengths, self.strides, self.cfg.regression_ranges, device)
+
+    def _check_inputs(self, x: Tensor, mask: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[1] != self.in_dim:
+            raise ValueError(f"features must be [B, {self.in_dim}, T], got shape {tuple(x.shape)}")
+        if mask.dim() == 2:
+            mask = mask[:, None]
+        if mask.dtype != torch.bool or mask.shape != (x.shape[0], 1, x.shape[2]):
+            raise ValueError(
+                f"mask must be bool [B, 1, T] = [{x.shape[0]}, 1, {x.shape[2]}], "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+        if x.shape[2] == 0:
+            raise ValueError("features have zero time steps")
+        return mask
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        mask = self._check_inputs(x, mask)
+        t = x.shape[-1]
+        pad = self.pad_to_stride(t) - t
+        if pad:
+            x = F.pad(x, (0, pad))
+            mask = F.pad(mask, (0, pad), value=False)
+        x = x * mask.to(x.dtype)
+        for conv, norm in zip(self.embd, self.embd_norm):
+            x, _ = conv(x, mask)
+            x = F.relu(norm(x)) * mask.to(x.dtype)
+        for blk in self.stem:
+            x, mask = blk(x, mask)
+        feats, masks = [x], [mask]
+        for blk in self.branch:
+            x, mask = blk(x, mask)
+            feats.append(x)
+            masks.append(mask)
+        fpn = []
+        for f, m, norm in zip(feats, masks, self.fpn_norms):
+            if self.neck_proj is not None:
+                f, _ = self.neck_proj(f, m)
+            fpn.append(norm(f) * m.to(f.dtype))
+        cls = self.cls_head(fpn, masks)
+        reg = [F.relu(scale(r)) for scale, r in zip(self.scales, self.reg_head(fpn, masks))]
+        lengths = self.level_lengths(t)
+        cls_out = [c[:, :, :n].transpose(1, 2) for c, n in zip(cls, lengths)]
+        reg_out = [r[:, :, :n].transpose(1, 2) for r, n in zip(reg, lengths)]
+        mask_out = [m[:, 0, :n] for m, n in zip(masks, lengths)]
+        return cls_out, reg_out, mask_out

@@ -1,0 +1,151 @@
+"""Inference from an activation store: rebuild a trained run and turn stored videos into detections.
+
+`load_run` reads a run's ``model.pt`` (EMA weights + configs); `predict_store` runs batched whole-video
+inference (length-sorted batches, no padding to ``max_seq_len``) and converts step coordinates to
+seconds with the store's step times. `model_config_from_store` derives the model geometry
+(channels, cells, grid, layers) from the store so training and inference agree.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from losa.model import LoSAConfig, TALModel
+from stages.data.dataset import Collate, InferenceDataset, length_sorted_batches
+
+MODEL_FILE = "model.pt"
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of an ``amp`` setting: auto = bf16 on CUDA / none elsewhere, off = none."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" → CUDA when available, else CPU; anything else as given (ValueError if unknown)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """Autocast to ``dtype`` on ``device`` (a no-op context when ``dtype`` is None)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_classes: int) -> LoSAConfig:
+    """`LoSAConfig` whose geometry (channels, cells, grid, t_sub, layers) comes from the store.
+
+    Defaults: last layer = deepest stored layer; tapped layers = every other stored layer.
+    ``overrides`` holds other `LoSAConfig` fields (``layers`` is an alias of ``tapped_layers``;
+    ``head`` a partial `HeadConfig` mapping).
+    """
+    stored, videos = reader.layers(), reader.videos()
+    if not stored or not videos:
+        raise ValueError(f"store {getattr(reader, 'path', '')} holds no complete videos")
+    o = dict(overrides)
+    if "layers" in o:
+        o["tapped_layers"] = o.pop("layers")
+    fixed = {"channels", "cells", "grid", "t_sub", "num_classes"} & set(o)
+    if fixed:
+        raise ValueError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
+    last = int(o.pop("last_layer", None) or stored[-1])
+    _, cells, channels = reader.layer_shapes(videos[0])[last] if last in stored else (0, 0, 0)
+    taps = o.pop("tapped_layers", None)
+    taps = [v for v in stored if v != last] if taps is None else [int(v) for v in taps]
+    if o.get("mode", "losa") == "head-only":
+        taps = []
+    missing = [v for v in [*taps, last] if v not in stored]
+    if missing:
+        raise ValueError(f"layer(s) {missing} not in the store (stored: {stored})")
+    if last in taps:
+        raise ValueError(f"layer {last} is the last layer and cannot also be a tapped layer")
+    if not taps and o.get("mode", "losa") != "head-only":
+        raise ValueError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
+    layout = reader.provenance.get("tokens_layout")
+    if not layout:
+        g = int(round(math.sqrt(cells)))
+        layout = [1, g, g] if g * g == cells else [cells, 1, 1]
+    return LoSAConfig.from_dict({**o, "tapped_layers": taps, "last_layer": last, "channels": int(channels),
+                                 "cells": int(cells), "t_sub": int(layout[0]), "grid": int(layout[1]),
+                                 "num_classes": int(num_classes)})
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[TALModel, dict[str, Any]]:
+    """Load a trained model from a run directory (or its ``model.pt``); returns (model in eval mode, run info)."""
+    path = Path(run)
+    path = path / MODEL_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"trained model not found: {path} (did training finish?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != "losa-model":
+        raise ValueError(f"{path} is not a LoSA model file")
+    info = state["info"]
+    model = TALModel(LoSAConfig.from_dict(info["model_cfg"]))
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval(), info
+
+
+@torch.no_grad()
+def predict_store(
+    model: TALModel | str | Path,
+    reader: Any,
+    video_ids: list[str] | None = None,
+    batch_size: int = 4,
+    *,
+    device: str | torch.device = "auto",
+    nms: Mapping[str, Any] | None = None,
+    classes: list[str] | None = None,
+    amp: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Detect actions in whole stored videos; ActivityNet results ``{"results": {vid: [{label, score,
+    segment [s, e] seconds}]}}``. ``model``: a `TALModel` or a run directory (its classes and NMS
+    settings are then the defaults). Step coordinates become seconds with the store's step times
+    (``t = times[0] + x * dt``), clipped to ``[0, duration]``."""
+    if isinstance(model, (str, Path)):
+        model, info = load_run(model, device)
+        classes = classes or info["classes"]
+        nms = nms if nms is not None else info["train_cfg"].get("nms")
+    if classes is None:
+        raise ValueError("predict_store needs the class list (pass classes= or a run directory)")
+    dev = next(model.parameters()).device
+    ids = list(reader.videos() if video_ids is None else video_ids)
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in ids}
+    if not ids:
+        return {"version": "losa", "results": results, "external_data": {}}
+    ds = InferenceDataset(reader, ids, model.cfg.required_layers)
+    loader = DataLoader(ds, batch_sampler=length_sorted_batches(ds.lengths, batch_size),
+                        collate_fn=Collate(model.head.strides[-1]))
+    index = {v: i for i, v in enumerate(ids)}
+    cast_dtype = amp_dtype(amp, dev)
+    for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
+        feats = {k: v.to(dev) for k, v in batch["feats"].items()}
+        with autocast_context(dev, cast_dtype):
+            dets = model.predict(feats, batch["mask"].to(dev), dict(nms or {}))
+        for vid, det in zip(batch["video_ids"], dets):
+            geo = ds.geometries[index[vid]]
+            duration = float(reader.video_info(vid).get("duration") or geo.to_seconds(geo.num_steps - 0.5))
+            segs = np.clip(geo.to_seconds(det["segments"].float().numpy().reshape(-1, 2)), 0.0, duration)
+            scores, labels = det["scores"].float().numpy(), det["labels"].numpy()
+            for j in np.argsort(-scores, kind="stable"):
+                if segs[j, 1] > segs[j, 0]:
+                    results[vid].append({"label": classes[int(labels[j])], "score": float(scores[j]),
+                                         "segment": [float(segs[j, 0]), float(segs[j, 1])]})
+    return {"version": "losa", "results": results, "external_data": {}}
+

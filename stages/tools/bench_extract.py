@@ -1,0 +1,187 @@
+"""Extraction benchmark: where does the time go — decoding, the backbone, or the pipeline glue?
+
+In one run, on the same videos and the same model, it measures:
+
+1. decode-only clips/s: `iter_clip_batches` over every video (decode + resize + crop + gather);
+2. backbone-only clips/s: `ClipEncoder` on random uint8 clips already in memory, same batch size
+   (normalise + forward + pool + cast, including the host→device copy of the uint8 batch);
+3. full clips/s: `run_extract` into a temporary store (decode thread + forward + writer thread +
+   commit), with the already warmed-up model;
+
+and reports full/backbone (1.0 = decoding and writing are completely hidden behind compute),
+achieved TFLOP/s from `flops_per_clip` and, given the accelerator's peak, the MFU.
+Without a video folder it writes `videos` synthetic clips of `seconds` seconds with `write_mp4`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.extract.decode import iter_clip_batches, probe_video
+from stages.extract.run import ClipEncoder, discover_videos, run_extract
+from stages.extract.config import ExtractConfig
+
+__all__ = ["BenchResult", "bench_extract", "make_synthetic_videos", "to_markdown", "write_report"]
+
+
+@dataclass
+class BenchResult:
+    """Numbers of one benchmark run (all rates in clips per second)."""
+
+    preset: str
+    device: str
+    precision: str
+    resolution: int
+    frames_per_clip: int
+    batch_clips: int
+    layers: list[int]
+    videos: int
+    clips: int
+    decode_clips_s: float
+    backbone_clips_s: float
+    full_clips_s: float
+    full_over_backbone: float
+    gflop_per_clip: float
+    achieved_tflops: float
+    peak_tflops: float | None = None
+    mfu: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_synthetic_videos(folder: Path, count: int, seconds: float, size: int, fps: float = 30.0) -> list[Path]:
+    """Write `count` moving-square mp4 clips of `seconds` s at size² pixels into `folder`."""
+    from stages.demo.videogen import moving_square_frames, write_mp4
+
+    paths = []
+    frames = max(1, int(round(seconds * fps)))
+    for i in range(count):
+        path = Path(folder) / f"bench_{i:03d}.mp4"
+        write_mp4(path, moving_square_frames(frames, size=size, seed=i), fps=fps)
+        paths.append(path)
+    return paths
+
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _decode_rate(cfg: ExtractConfig, paths: list[Path]) -> tuple[int, float]:
+    clips = 0
+    start = time.perf_counter()
+    for path in paths:
+        info = probe_video(path)
+        for _, batch in iter_clip_batches(path, cfg.sampling, cfg.resolution, cfg.resize,
+                                          cfg.batch_clips, info=info):
+            clips += len(batch)
+    return clips, clips / max(time.perf_counter() - start, 1e-9)
+
+
+def _backbone_rate(encoder: ClipEncoder, cfg: ExtractConfig, min_clips: int, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    shape = (cfg.batch_clips, cfg.sampling.frames_per_clip, cfg.resolution, cfg.resolution, 3)
+    batch = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    for _ in range(2):  # warm-up (kernel selection, allocator)
+        encoder(batch)
+    _sync(encoder.device)
+    steps = max(2, -(-min_clips // cfg.batch_clips))
+    start = time.perf_counter()
+    for _ in range(steps):
+        encoder(batch)
+    _sync(encoder.device)
+    return steps * cfg.batch_clips / max(time.perf_counter() - start, 1e-9)
+
+
+def bench_extract(
+    cfg: ExtractConfig,
+    videos: Path | list[Path] | None = None,
+    num_videos: int = 4,
+    seconds: float = 10.0,
+    video_size: int | None = None,
+    peak_tflops: float | None = None,
+    workdir: Path | None = None,
+) -> BenchResult:
+    """Run the three measurements (see module docstring) and return a `BenchResult`."""
+    from losa.encoder.backbone import flops_per_clip
+
+    with tempfile.TemporaryDirectory(prefix="losa-bench-", dir=workdir) as tmp:
+        tmp = Path(tmp)
+        if videos is None:
+            size = video_size or max(64, (cfg.resolution * 8 // 7 + 1) // 2 * 2)
+            paths = make_synthetic_videos(tmp / "videos", num_videos, seconds, size)
+        else:
+            paths = [item.path for item in discover_videos(videos)]
+            if not paths:
+                raise FileNotFoundError(f"no videos found in {videos}")
+        encoder = ClipEncoder(cfg)
+        decoded, decode_rate = _decode_rate(cfg, paths)
+        backbone_rate = _backbone_rate(encoder, cfg, min_clips=decoded)  # as many clips as the full run
+        summary = run_extract(cfg, paths, tmp / "bench.zarr", progress=False, encoder=encoder)
+        if summary.failed:
+            raise ValueError(f"benchmark extraction failed for: {', '.join(summary.failed_videos)}")
+        full_rate = summary.clips_per_second
+    bb = cfg.backbone
+    used_depth = max(cfg.all_layers)
+    flops = flops_per_clip(bb, cfg.sampling.frames_per_clip, cfg.resolution) * used_depth / bb.depth
+    tflops = full_rate * flops / 1e12
+    return BenchResult(
+        preset=bb.name,
+        device=encoder.device_name,
+        precision=encoder.precision,
+        resolution=cfg.resolution,
+        frames_per_clip=cfg.sampling.frames_per_clip,
+        batch_clips=cfg.batch_clips,
+        layers=cfg.all_layers,
+        videos=len(paths),
+        clips=decoded,
+        decode_clips_s=decode_rate,
+        backbone_clips_s=backbone_rate,
+        full_clips_s=full_rate,
+        full_over_backbone=full_rate / backbone_rate if backbone_rate else 0.0,
+        gflop_per_clip=flops / 1e9,
+        achieved_tflops=tflops,
+        peak_tflops=peak_tflops,
+        mfu=(tflops / peak_tflops) if peak_tflops else None,
+    )
+
+
+def to_markdown(res: BenchResult) -> str:
+    """A small markdown report of one run."""
+    lines = [
+        f"## Extraction benchmark: {res.preset} on {res.device} ({res.precision})",
+        "",
+        f"{res.videos} videos, {res.clips} clips of {res.frames_per_clip} frames at "
+        f"{res.resolution}², batch {res.batch_clips}, layers {res.layers}, "
+        f"{res.gflop_per_clip:.1f} GFLOP/clip",
+        "",
+        "| stage | clips/s |",
+        "|---|---:|",
+        f"| decode only | {res.decode_clips_s:.1f} |",
+        f"| backbone only | {res.backbone_clips_s:.1f} |",
+        f"| full extraction | {res.full_clips_s:.1f} |",
+        "",
+        f"full / backbone = {res.full_over_backbone:.2f}; achieved {res.achieved_tflops:.3f} TFLOP/s"
+        + (f", MFU {100 * res.mfu:.1f} % of {res.peak_tflops:g} TFLOP/s" if res.mfu is not None else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(res: BenchResult, out: Path) -> None:
+    """Write `res` as JSON (.json) or markdown (.md)."""
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(res.to_dict(), indent=1) + "\n", encoding="utf-8")
+    elif out.suffix.lower() in (".md", ".markdown"):
+        out.write_text(to_markdown(res), encoding="utf-8")
+    else:
+        raise ValueError(f"--out {out}: use a .json or .md file name")

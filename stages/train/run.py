@@ -1,0 +1,417 @@
+"""Training stage: adapters + fusion + ActionFormer head trained from an activation store.
+
+`train()` runs AdamW with decay / no-decay groups, linear warm-up then cosine decay per iteration,
+gradient clipping, a model EMA (its weights are the ones evaluated and exported), optional AMP and
+DDP (when launched by ``torchrun``). Randomness is reseeded from ``(seed, epoch, rank)`` at every
+epoch start and data windows depend only on ``(seed, epoch, index)``, so ``resume=True`` after an
+interruption ends with exactly the weights of an uninterrupted run.
+
+Run directory: ``checkpoint.pt`` (atomic, every ``checkpoint_every`` epochs), ``run.json`` (what the
+detect stage needs), ``metrics.csv`` / ``train_metrics.json`` (per epoch), ``model.pt`` (final EMA
+weights + configs). `load_run` / `predict_store` turn a run into ActivityNet-format detections.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from losa.model import TALModel
+from stages.data.annotations import Annotations, load_annotations
+from stages.data.dataset import Collate, StoreDataset
+from stages.infer.predict import (MODEL_FILE, amp_dtype, autocast_context, model_config_from_store, predict_store,
+                            resolve_device)
+from stages.train.config import TrainConfig
+from storage import open_store
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pt"
+RUN_FILE = "run.json"
+METRIC_FIELDS = ("epoch", "iterations", "loss", "cls_loss", "reg_loss", "lr", "seconds")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged (NaN/inf loss or gradient); the last good checkpoint is kept."""
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (existing run without resume, bad checkpoint)."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the run summary plus the trained modules (raw and EMA)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    model: TALModel
+    ema: TALModel | None
+
+
+class ModelEMA:
+    """Exponential moving average of a model's state (parameters and float buffers), ActionFormer style."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                ema_v.copy_(v)
+
+
+class WarmupCosine:
+    """LR factor per iteration: linear warm-up to 1, then cosine (or constant) down to ``floor``."""
+
+    def __init__(self, warmup: int, total: int, schedule: str = "cosine", floor: float = 0.0) -> None:
+        self.warmup, self.total, self.schedule, self.floor = int(warmup), int(total), schedule, float(floor)
+
+    def __call__(self, it: int) -> float:
+        if it < self.warmup:
+            return (it + 1) / self.warmup
+        if self.schedule == "constant" or self.total <= self.warmup:
+            return 1.0
+        progress = min(1.0, (it - self.warmup) / (self.total - self.warmup))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Dist:
+    """Process-group context: set up from torchrun's environment when WORLD_SIZE > 1."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = resolve_device(device)
+        if self.world > 1 and dev.type == "cuda":
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        self.device = dev
+        self.owns_group = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _atomic_write(path: Path, data: bytes | str | Callable[[Any], Any]) -> None:
+    """Write bytes / text / ``data(file)`` to ``path.tmp``, fsync, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        if callable(data):
+            data(fh)
+        else:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _checkpoint_path(reader: Any) -> str | None:
+    """Backbone checkpoint path recorded with the store's videos (the detect stage re-extracts with it).
+
+    Every video of a store was extracted with the same weights (same sha256 in the provenance), so the
+    first video's record is the store's; random-weight stores have none."""
+    if (reader.provenance.get("checkpoint") or {}).get("sha256") in (None, "random"):
+        return None
+    videos = reader.videos()
+    path = (reader.video_info(videos[0]).get("extra") or {}).get("checkpoint_path") if videos else None
+    return str(path) if path else None
+
+
+def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.csv (all columns), train_metrics.json and val_metrics.json (DVC plots: lists of rows)."""
+    extra = sorted({k for row in history for k in row} - set(METRIC_FIELDS))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=[*METRIC_FIELDS, *extra], restval="")
+    writer.writeheader()
+    writer.writerows(history)
+    _atomic_write(run_dir / "metrics.csv", text.getvalue())
+    rows = [{k: row[k] for k in METRIC_FIELDS} for row in history]
+    _atomic_write(run_dir / "train_metrics.json", json.dumps(rows, indent=1))
+    val = [{"epoch": r["epoch"], **{k: r[k] for k in extra if k in r}} for r in history if "val_mAP" in r]
+    if val:
+        _atomic_write(run_dir / "val_metrics.json", json.dumps(val, indent=1))
+
+
+def _check_same(kind: str, saved: Mapping[str, Any], given: Mapping[str, Any], allowed: set[str]) -> None:
+    diff = sorted(k for k in set(saved) | set(given) if k not in allowed and saved.get(k) != given.get(k))
+    if diff:
+        raise RunDirError(f"resume: {kind} differs from the checkpoint in: {', '.join(diff)}")
+
+
+def train(
+    store_path: str | Path | Any,
+    annotations: str | Path | Annotations,
+    out_dir: str | Path,
+    model_cfg: Mapping[str, Any] | None = None,
+    train_cfg: TrainConfig | Mapping[str, Any] | None = None,
+    train_subset: str = "training",
+    val_subset: str | None = None,
+    resume: bool = False,
+    *,
+    classes: Any = None,
+    allow_missing: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a `TALModel` on the store's activations; returns the run summary and the modules.
+
+    ``store_path``: store path (or an opened reader); ``annotations``: path or `Annotations`;
+    ``model_cfg``: `LoSAConfig` overrides (e.g. ``mode``, ``tapped_layers``, ``head``), the rest is
+    derived from the store; ``resume``: continue from ``out_dir/checkpoint.pt``.
+    """
+    tcfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
+    dist = _Dist(tcfg.device)
+    try:
+        return _fit(store_path, annotations, Path(out_dir), dict(model_cfg or {}), tcfg, train_subset,
+                    val_subset, resume, classes, allow_missing, progress, dist)
+    finally:
+        dist.close()
+
+
+def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg: TrainConfig,
+         train_subset: str, val_subset: str | None, resume: bool, classes: Any, allow_missing: bool,
+         progress: bool, dist: _Dist) -> TrainResult:
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise RunDirError(f"nothing to resume: {ckpt_path} does not exist")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    elif ckpt_path.exists():
+        raise RunDirError(f"{run_dir} already holds a training run; pass resume or choose another output")
+    reader = open_store(store_path) if isinstance(store_path, (str, Path)) else store_path
+    ann = annotations if isinstance(annotations, Annotations) else load_annotations(annotations, classes)
+    mcfg = model_config_from_store(reader, overrides, len(ann.classes))
+    if val_subset and not ann.ground_truth(val_subset):  # fail now, not after the last epoch
+        raise ValueError(f"validation subset {val_subset!r} has no ground-truth segments")
+    if ckpt is not None:
+        _check_same("model config", ckpt["model_cfg"], mcfg.to_dict(), set())
+        _check_same("train config", ckpt["train_cfg"], tcfg.to_dict(),
+                    {"epochs", "num_workers", "device", "eval_every", "eval_batch_size", "checkpoint_every",
+                     "cache_features", "nms", "eval_tious"})
+        if list(ckpt["classes"]) != list(ann.classes):
+            raise RunDirError("resume: the class list differs from the checkpoint's")
+
+    seed_everything(tcfg.seed)  # identical initial weights on every rank
+    device = dist.device
+    model = TALModel(mcfg).to(device)
+    ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None
+    dataset = StoreDataset(
+        reader, ann, train_subset, mcfg.required_layers, tcfg.max_seq_len, tcfg.trunc_thresh,
+        tcfg.crop_ratio, training=True, seed=tcfg.seed, allow_missing=allow_missing,
+        cache=tcfg.cache_features,
+    )
+    sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=tcfg.seed)
+    loader = DataLoader(
+        dataset, batch_size=tcfg.batch_size, sampler=sampler, num_workers=tcfg.num_workers,
+        collate_fn=Collate(model.head.strides[-1]), pin_memory=device.type == "cuda",
+    )
+    per_epoch = len(loader)
+    optimizer = torch.optim.AdamW(model.param_groups(tcfg.weight_decay), lr=tcfg.lr)
+    schedule = WarmupCosine(tcfg.warmup_epochs * per_epoch, tcfg.epochs * per_epoch, tcfg.schedule,
+                            tcfg.min_lr_ratio)
+    # a plain function is not serialised by LambdaLR, so a resumed run follows its own (maybe longer) schedule
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: schedule(it))
+    cast_dtype = amp_dtype(tcfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=cast_dtype == torch.float16)
+    start_epoch, iteration, history = 0, 0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, iteration, history = int(ckpt["epoch"]), int(ckpt["iteration"]), list(ckpt["history"])
+        _set_rng_state(ckpt["rng"])
+        del ckpt
+    info = {
+        "store": str(Path(getattr(reader, "path", store_path)).resolve()),
+        "store_provenance": reader.provenance,
+        "checkpoint": _checkpoint_path(reader),
+        "annotations": getattr(ann, "source", "") or str(annotations),
+        "classes": list(ann.classes),
+        "train_subset": train_subset,
+        "val_subset": val_subset,
+        "model_cfg": mcfg.to_dict(),
+        "train_cfg": tcfg.to_dict(),
+        "world_size": dist.world,
+    }
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(run_dir / RUN_FILE, json.dumps(info, indent=1))
+    net: torch.nn.Module = model
+    if dist.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if dist.main:
+        log.info("training %s: %d videos, %d iterations/epoch, parameters %s", mcfg.mode, len(dataset), per_epoch,
+                 model.count_parameters())
+
+    def save_checkpoint(epoch: int) -> None:
+        state = {
+            "format": "losa-checkpoint", "epoch": epoch, "iteration": iteration, "history": history,
+            "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _rng_state(), "model_cfg": mcfg.to_dict(),
+            "train_cfg": tcfg.to_dict(), "classes": list(ann.classes),
+        }
+        _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
+
+    eval_model = ema.module if ema is not None else model
+    for epoch in range(start_epoch, tcfg.epochs):
+        t_start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        torch.manual_seed(_epoch_seed(tcfg.seed, epoch, dist.rank))
+        model.train()
+        sums = [0.0, 0.0, 0.0, 0.0]
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False,
+                   disable=not (progress and dist.main))
+        for it, batch in enumerate(bar):
+            feats = {k: v.to(device, non_blocking=True) for k, v in batch["feats"].items()}
+            mask = batch["mask"].to(device, non_blocking=True)
+            with autocast_context(device, cast_dtype):
+                out = net(feats, mask)
+                losses = model.loss(out, batch["targets"])
+            loss = losses["final_loss"]
+            finite = dist.all_sum([float(torch.isfinite(loss.detach()).all())])[0] == dist.world
+            if not finite:
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch + 1} iteration {it + 1} (global {iteration + 1}); "
+                    f"kept the last good checkpoint {ckpt_path if ckpt_path.exists() else '(none yet)'}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tcfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_grad)
+                if not scaler.is_enabled() and not torch.isfinite(norm):
+                    raise NonFiniteLossError(
+                        f"non-finite gradient at epoch {epoch + 1} iteration {it + 1} (global {iteration + 1}); "
+                        f"kept the last good checkpoint {ckpt_path if ckpt_path.exists() else '(none yet)'}")
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            iteration += 1
+            if ema is not None:
+                ema.update(model)
+            values = [float(losses[k].detach()) for k in ("final_loss", "cls_loss", "reg_loss")]
+            sums = [s + v for s, v in zip(sums, [*values, 1.0])]
+            bar.set_postfix(loss=f"{values[0]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        total = dist.all_sum(sums)
+        count = max(total[3], 1.0)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "iterations": iteration, "loss": total[0] / count,
+            "cls_loss": total[1] / count, "reg_loss": total[2] / count,
+            "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t_start, 3),
+        }
+        last = epoch + 1 == tcfg.epochs
+        if val_subset and (last or (tcfg.eval_every and (epoch + 1) % tcfg.eval_every == 0)):
+            if dist.main:
+                row.update(_validate(eval_model, reader, ann, val_subset, tcfg, device, allow_missing))
+            dist.barrier()
+        history.append(row)
+        if dist.main:
+            log.info("epoch %d: %s", epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
+            if last or (epoch + 1) % tcfg.checkpoint_every == 0:
+                save_checkpoint(epoch + 1)
+            _write_metrics(run_dir, history)
+    if dist.main:
+        save_model_file(run_dir / MODEL_FILE, eval_model, info)
+    dist.barrier()
+    summary = {**info, "epochs_done": len(history), "iterations": iteration, "history": history,
+               "final": history[-1] if history else {}, "run_dir": str(run_dir)}
+    return TrainResult(run_dir, summary, model, ema.module if ema is not None else None)
+
+
+def _validate(model: TALModel, reader: Any, ann: Annotations, subset: str, tcfg: TrainConfig,
+              device: torch.device, allow_missing: bool) -> dict[str, float]:
+    """Validation mAP of ``model`` (EMA weights) on ``subset``."""
+    from losa.metrics.detection import parse_tious
+    from stages.evaluate.run import evaluate_files
+
+    stored = set(reader.videos())
+    ids = [v for v in ann.videos_in(subset) if v in stored or not allow_missing]
+    results = predict_store(model, reader, ids, tcfg.eval_batch_size, device=device, nms=tcfg.nms.to_dict(),
+                            classes=ann.classes, amp=tcfg.amp)
+    tious = parse_tious(tcfg.eval_tious)
+    sub_ann = ann.exclude(set(ann.videos) - set(ids))  # videos skipped with allow_missing
+    metrics = evaluate_files(results, sub_ann, subset, tious)
+    out = {"val_mAP": float(metrics["average_mAP"])}
+    out.update({f"val_mAP@{t:g}": float(m) for t, m in zip(tious, metrics["mAP"])})
+    return out
+
+
+def save_model_file(path: Path, model: TALModel, info: Mapping[str, Any]) -> None:
+    """Write the final weights with everything needed to use them (``model.pt``)."""
+    state = {"format": "losa-model", "format_version": 1, "info": dict(info),
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    _atomic_write(path, lambda fh: torch.save(state, fh))
