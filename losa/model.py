@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from losa.head.actionformer import ActionFormerHead, HeadConfig
-from losa.adapters.adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
+from losa.adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
 from losa.adapters.fusion import FUSION_MODES, LongShortGatedFusion
 from losa.head.losses import TALLoss
 from losa.post.postprocess import postprocess

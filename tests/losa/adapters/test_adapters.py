@@ -1,11 +1,11 @@
-"""Tests for the LoSA adapters (losa/adapters/adapters.py) and the gated fusion (losa/adapters/fusion.py)."""
+"""Tests for the LoSA adapters (losa/adapters/{short,long,side}.py) and the gated fusion (losa/adapters/fusion.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from losa.adapters.adapters import (
+from losa.adapters import (
     LongRangeAdapter,
     ShortRangeAdapter,
     SideAdapter,
