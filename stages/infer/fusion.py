@@ -1,0 +1,166 @@
+"""External video-level classifier scores: read the file, relabel detection results with them.
+
+Classifier-scores file (JSON; the layout ActionFormer, OpenTAD and the CUHK ActivityNet classifier
+release use)::
+
+    {"class": ["Applying sunscreen", ...],            # or "classes"; K names, score order
+     "results": {"<video id>": [s_0, ..., s_{K-1}],   # one score per class
+                 ...}}
+
+Also accepted: per-video objects ``{"<video id>": {"<class name>": score, ...}}``, a file without
+the ``results`` wrapper (the top level is then the per-video mapping), and score lists without a
+class list when the caller supplies the class order (the annotations' classes). A video id
+``v_<id>`` matches ``<id>`` and the other way round (ActivityNet ids appear both ways).
+
+`fuse_results` applies :func:`losa.post.fusion.fuse_video` to every video of an ActivityNet
+results dict: the detections' own labels are ignored (the detector is class-agnostic) and each
+segment is repeated for the ``topk`` best classes of its video.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from losa.post.fusion import FUSION_FORMULAS, fuse_video
+
+__all__ = ["ClassifierScores", "ClassifierScoresError", "FusionSettings", "fuse_results",
+           "load_classifier_scores"]
+
+
+class ClassifierScoresError(ValueError):
+    """A classifier-scores file that cannot be used (message names the file and item)."""
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How detections and class scores are combined (see :mod:`losa.post.fusion`)."""
+
+    topk: int = 2
+    formula: str = "sqrt"
+    softmax: bool = False
+    max_segments: int = 0   # best segments kept per video before fusion (0: all)
+
+    def __post_init__(self) -> None:
+        if self.topk < 1:
+            raise ValueError(f"fusion topk must be >= 1, got {self.topk}")
+        if self.formula not in FUSION_FORMULAS:
+            raise ValueError(f"unknown fusion formula {self.formula!r}; choose from "
+                             f"{', '.join(FUSION_FORMULAS)}")
+        if self.max_segments < 0:
+            raise ValueError(f"fusion max_segments must be >= 0, got {self.max_segments}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topk": self.topk, "formula": self.formula, "softmax": self.softmax,
+                "max_segments": self.max_segments}
+
+
+@dataclass
+class ClassifierScores:
+    """Per-video class scores (``scores[video]`` is a ``[K]`` array in ``classes`` order)."""
+
+    classes: list[str]
+    scores: dict[str, np.ndarray]
+    source: str = ""
+
+    def lookup(self, video_id: str) -> np.ndarray | None:
+        """Scores of ``video_id`` (also tried with the ``v_`` prefix added or removed)."""
+        for key in (video_id, f"v_{video_id}", video_id[2:] if video_id.startswith("v_") else None):
+            if key is not None and key in self.scores:
+                return self.scores[key]
+        return None
+
+
+def load_classifier_scores(path: str | Path, classes: Sequence[str] | None = None
+                           ) -> ClassifierScores:
+    """Read a classifier-scores file (module docstring). ``classes``: the class order to use when
+    the file has no class list (and to check score lists against)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier scores file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ClassifierScoresError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, Mapping):
+        raise ClassifierScoresError(f"{path}: top level is not an object")
+    names = data.get("class", data.get("classes"))
+    per_video = data.get("results", data if names is None else None)
+    if not isinstance(per_video, Mapping) or not per_video:
+        raise ClassifierScoresError(f"{path}: no per-video scores (expected an object 'results')")
+    if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+        raise ClassifierScoresError(f"{path}: 'class' is not a list of class names")
+    order = list(names) if names is not None else (list(classes) if classes is not None else None)
+    out: dict[str, np.ndarray] = {}
+    for vid, row in per_video.items():
+        where = f"{path}: video {vid}"
+        if isinstance(row, Mapping):
+            if order is None:
+                order = sorted(row)
+            unknown = sorted(set(row) - set(order))
+            if unknown:
+                raise ClassifierScoresError(f"{where}: class {unknown[0]!r} is not in the class list")
+            values = [row.get(c, 0.0) for c in order]
+        elif isinstance(row, list):
+            if order is None:
+                raise ClassifierScoresError(f"{path}: score lists need a class list ('class' key "
+                                            f"in the file, or the annotations' classes)")
+            if len(row) != len(order):
+                raise ClassifierScoresError(f"{where}: {len(row)} scores but {len(order)} classes")
+            values = row
+        else:
+            raise ClassifierScoresError(f"{where}: scores are neither a list nor an object")
+        try:
+            arr = np.asarray([float(v) for v in values], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ClassifierScoresError(f"{where}: scores are not numbers") from None
+        if not all(math.isfinite(v) for v in arr):
+            raise ClassifierScoresError(f"{where}: scores are not finite")
+        out[str(vid)] = arr
+    assert order is not None
+    return ClassifierScores(classes=list(order), scores=out, source=str(path))
+
+
+def fuse_results(results: Mapping[str, Any], scores: ClassifierScores,
+                 settings: FusionSettings = FusionSettings(),
+                 known_classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """ActivityNet results relabelled with the video-level classes (a new dict; the input is kept).
+
+    Every video listed in ``results`` needs scores (ClassifierScoresError naming the first one
+    without). ``known_classes``: when given, every class of the scores file must be one of them
+    (e.g. the annotations' classes), so that a mismatched file fails before evaluation.
+    """
+    if known_classes is not None:
+        extra = [c for c in scores.classes if c not in set(known_classes)]
+        if extra:
+            raise ClassifierScoresError(f"{scores.source or 'classifier scores'}: class {extra[0]!r} "
+                                        f"is not a class of the annotations")
+    per_video = results.get("results")
+    if not isinstance(per_video, Mapping):
+        raise ClassifierScoresError("results to fuse have no 'results' object")
+    missing = [v for v in per_video if scores.lookup(str(v)) is None]
+    if missing:
+        raise ClassifierScoresError(f"{scores.source or 'classifier scores'}: no scores for video "
+                                    f"{missing[0]} ({len(missing)} video(s) without)")
+    fused: dict[str, list[dict[str, Any]]] = {}
+    for vid, dets in per_video.items():
+        cls_scores = scores.lookup(str(vid))
+        seg_scores = np.asarray([float(d["score"]) for d in dets], dtype=np.float64)
+        if not len(dets):
+            fused[vid] = []
+            continue
+        seg_i, cls_i, value = fuse_video(seg_scores, cls_scores, settings.topk, settings.formula,
+                                         settings.softmax, settings.max_segments)
+        fused[vid] = [{"label": scores.classes[int(c)], "score": float(v),
+                       "segment": [float(x) for x in dets[int(s)]["segment"]]}
+                      for s, c, v in zip(seg_i, cls_i, value)]
+    extra_data = dict(results.get("external_data") or {})
+    extra_data["fusion"] = {"classifier_scores": scores.source, **settings.to_dict()}
+    return {**{k: v for k, v in results.items() if k not in ("results", "external_data")},
+            "results": fused, "external_data": extra_data}
