@@ -22,7 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stages.data.resample import resample_features, resampled_geometry
+
 log = logging.getLogger(__name__)
+
+#: The single class of a class-agnostic detector (``class_agnostic=True``).
+AGNOSTIC_CLASS = "action"
 
 
 class MissingVideosError(ValueError):
@@ -111,8 +116,10 @@ def build_records(
     annotations: Any,
     video_ids: Sequence[str],
     allow_missing: bool = False,
+    resample_steps: int = 0,
 ) -> list[VideoRecord]:
-    """Map annotations to step coordinates using each video's stored step times."""
+    """Map annotations to step coordinates using each video's stored step times (with
+    ``resample_steps > 0``: the times after resampling every video to that many steps)."""
     stored = set(reader.videos())
     missing = [v for v in video_ids if v not in stored]
     if missing:
@@ -130,6 +137,8 @@ def build_records(
         entry = annotations.videos[vid]
         duration = _ann_field(entry, "duration") or info.get("duration") or 0.0
         geo = step_geometry(reader.times(vid), vid, fallback_dt=info.get("duration"))
+        if resample_steps:
+            geo = resampled_geometry(geo, resample_steps)
         segs = _ann_field(entry, "segments") or []
         sec = np.asarray([[float(s), float(e)] for s, e, _ in segs], dtype=np.float64).reshape(-1, 2)
         labels = np.asarray([label_index(lab, classes) for _, _, lab in segs], dtype=np.int64)
@@ -185,14 +194,24 @@ def truncate_window(
 
 
 class _FeatureSource:
-    """Reads layer slices from the store, optionally caching whole videos in RAM."""
+    """Reads layer slices from the store, optionally caching whole videos in RAM; with
+    ``resample > 0`` every video is first resampled to that many steps (whole-video read)."""
 
-    def __init__(self, reader: Any, layers: Sequence[int], cache: bool) -> None:
+    def __init__(self, reader: Any, layers: Sequence[int], cache: bool, resample: int = 0) -> None:
         self.reader = reader
         self.layers = list(layers)
         self.cache: dict[str, dict[int, np.ndarray]] | None = {} if cache else None
+        self.resample = int(resample)
 
     def read(self, video_id: str, t0: int, t1: int) -> dict[int, torch.Tensor]:
+        if self.resample:
+            whole = self.cache.get(video_id) if self.cache is not None else None
+            if whole is None:
+                whole = {k: resample_features(v, self.resample)
+                         for k, v in self.reader.read(video_id, self.layers).items()}
+                if self.cache is not None:
+                    self.cache[video_id] = whole
+            return {k: torch.from_numpy(np.array(whole[k][t0:t1], dtype=np.float32)) for k in self.layers}
         if self.cache is not None:
             if video_id not in self.cache:
                 self.cache[video_id] = {
@@ -232,10 +251,16 @@ class StoreDataset(Dataset):
         seed: int = 0,
         allow_missing: bool = False,
         cache: bool = False,
+        resample_steps: int = 0,
+        class_agnostic: bool = False,
     ) -> None:
         self.layers = check_layers(reader, layers)
-        self.classes = list(annotations.classes)
-        records = build_records(reader, annotations, select_videos(annotations, subset), allow_missing)
+        self.classes = [AGNOSTIC_CLASS] if class_agnostic else list(annotations.classes)
+        records = build_records(reader, annotations, select_videos(annotations, subset), allow_missing,
+                                resample_steps)
+        if class_agnostic:  # every action is of the one class "action"
+            for r in records:
+                r.labels = np.zeros_like(r.labels)
         if training:
             empty = [r.video_id for r in records if len(r.segments) == 0]
             if empty:
@@ -250,7 +275,7 @@ class StoreDataset(Dataset):
         self.training = training
         self.seed = int(seed)
         self.epoch = 0
-        self._source = _FeatureSource(reader, self.layers, cache)
+        self._source = _FeatureSource(reader, self.layers, cache, resample_steps)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random windows of this epoch (call before iterating a DataLoader)."""
@@ -285,7 +310,8 @@ class StoreDataset(Dataset):
 class InferenceDataset(Dataset):
     """Whole videos (no annotations needed), for prediction."""
 
-    def __init__(self, reader: Any, video_ids: Sequence[str], layers: Sequence[int], cache: bool = False) -> None:
+    def __init__(self, reader: Any, video_ids: Sequence[str], layers: Sequence[int], cache: bool = False,
+                 resample_steps: int = 0) -> None:
         self.layers = check_layers(reader, layers)
         stored = set(reader.videos())
         missing = [v for v in video_ids if v not in stored]
@@ -295,7 +321,9 @@ class InferenceDataset(Dataset):
         self.geometries = [
             step_geometry(reader.times(v), v, reader.video_info(v).get("duration")) for v in self.video_ids
         ]
-        self._source = _FeatureSource(reader, self.layers, cache)
+        if resample_steps:
+            self.geometries = [resampled_geometry(g, resample_steps) for g in self.geometries]
+        self._source = _FeatureSource(reader, self.layers, cache, resample_steps)
 
     def __len__(self) -> int:
         return len(self.video_ids)
