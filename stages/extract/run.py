@@ -41,6 +41,7 @@ __all__ = [
     "ExtractSummary",
     "VideoItem",
     "discover_videos",
+    "extract_items",
     "select_shard",
     "run_extract",
 ]
@@ -439,6 +440,13 @@ def _worker_loop(
             bar.close()
     summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def extract_items(cfg: ExtractConfig, items: list[VideoItem], store_path: Path, provenance: dict,
+                  progress: bool = False) -> ExtractSummary:
+    """Extract explicitly given items (ids chosen by the caller, e.g. content-keyed by `losa-detect`)
+    into the store at ``store_path`` with this process's single claim → extract loop."""
+    return _worker_loop(cfg, items, Path(store_path), provenance, 0, 1, progress)
 
 
 def run_extract(

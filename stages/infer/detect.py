@@ -18,7 +18,6 @@ later calls wherever the file lies, while a changed file with the same name is e
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -26,6 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from stages.rundir import MODEL_FILE, RUN_FILE, RunError
+from stages.rundir import read_run_info as load_run_info
+from storage.atomic import atomic_write_json
+from stages.errors import StageError
 
 __all__ = [
     "CACHE_STORE",
@@ -42,15 +46,9 @@ __all__ = [
 
 CACHE_STORE = "detect_cache.zarr"
 DETECT_VERSION = "losa-detect-1"
-RUN_FILE = "run.json"
-MODEL_FILE = "model.pt"
 
 
-class RunError(ValueError):
-    """The run directory cannot be used for detection (missing or inconsistent files)."""
-
-
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(StageError):
     """The backbone checkpoint differs from the one the run's features were extracted with."""
 
 
@@ -70,24 +68,6 @@ class VideoInput:
 
 
 # -------------------------------------------------------------------------------- run and config
-def load_run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``run_dir/run.json`` as a dict; RunError when it is missing, unreadable or incomplete."""
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_FILE
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a training run: {RUN_FILE} not found")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from None
-    missing = [k for k in ("store_provenance", "classes", "model_cfg", "train_cfg") if k not in info]
-    if missing:
-        raise RunError(f"{path}: missing key(s) {', '.join(missing)}")
-    return info
-
-
 def _recorded_sha(provenance: Mapping[str, Any]) -> str | None:
     """Recorded checkpoint SHA-256, or None for random weights."""
     weights = provenance.get("checkpoint") or {}
@@ -187,7 +167,7 @@ def prepare_videos(videos: Sequence[str | os.PathLike]) -> list[VideoInput]:
     from stages.extract.config import sha256_file
 
     if not videos:
-        raise ValueError("no videos given")
+        raise StageError("no videos given")
     items = discover_videos(list(videos))
     if not items:
         raise FileNotFoundError(f"no video files found in: {', '.join(str(v) for v in videos)}")
@@ -202,7 +182,7 @@ def _extract(cfg: Any, sha: str | None, inputs: list[VideoInput], cache: Path, p
              poll_seconds: float = 2.0) -> None:
     """Extract the inputs missing from the cache store; raise VideoError naming a failed file."""
     from stages.extract.decode import VideoError
-    from stages.extract.run import VideoItem, _worker_loop
+    from stages.extract.run import VideoItem, extract_items
     from storage import ProvenanceMismatch, ZarrActivationStore
 
     provenance = cfg.provenance(sha, precision=cfg.resolve_precision(cfg.resolve_device()))
@@ -215,7 +195,7 @@ def _extract(cfg: Any, sha: str | None, inputs: list[VideoInput], cache: Path, p
     # same single-worker claim/extract loop with explicit items.
     items = [VideoItem(v.cache_id, v.path) for v in inputs]
     while todo := [it for it in items if not store.is_complete(it.video_id)]:
-        summary = _worker_loop(cfg, todo, cache, provenance, 0, 1, progress)
+        summary = extract_items(cfg, todo, cache, provenance, progress)
         if summary.failed_videos:
             failed = set(summary.failed_videos)
             reasons = {str(f["video_id"]): str(f.get("reason", "")) for f in store.reader().failures()}
@@ -227,13 +207,6 @@ def _extract(cfg: Any, sha: str | None, inputs: list[VideoInput], cache: Path, p
 
 
 # ----------------------------------------------------------------------------------- detection
-def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def detect(
     videos: Sequence[str | os.PathLike],
     run_dir: str | os.PathLike,
@@ -256,11 +229,12 @@ def detect(
     """
     import torch
 
-    from stages.infer.predict import load_run, predict_store, resolve_device
+    from stages.infer.predict import load_run, predict_store
+    from stages.runtime import resolve_device
     from storage import open_store
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise StageError(f"batch_size must be a positive integer, got {batch_size!r}")
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
     name = f"run {run_dir}"
@@ -285,7 +259,8 @@ def detect(
     with torch.inference_mode():
         raw = predict_store(model, reader, [v.cache_id for v in inputs], batch_size, device=dev,
                             nms=tcfg.get("nms"), classes=list(info["classes"]),
-                            amp=tcfg.get("amp", "auto"), progress=progress)["results"]
+                            amp=tcfg.get("amp", "auto"), progress=progress,
+                            resample_steps=int(tcfg.get("resample_steps", 0) or 0))["results"]
     results: dict[str, list[dict[str, Any]]] = {}
     videos_meta: dict[str, dict[str, Any]] = {}
     for v in inputs:
@@ -323,5 +298,5 @@ def detect(
         },
     }
     if out_json is not None:
-        _write_json(Path(out_json), payload)
+        atomic_write_json(Path(out_json), payload)
     return payload

@@ -18,34 +18,8 @@ from tqdm import tqdm
 
 from losa.model import LoSAConfig, TALModel
 from stages.data.dataset import Collate, InferenceDataset, length_sorted_batches
-
-MODEL_FILE = "model.pt"
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype of an ``amp`` setting: auto = bf16 on CUDA / none elsewhere, off = none."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else as given (ValueError if unknown)."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Autocast to ``dtype`` on ``device`` (a no-op context when ``dtype`` is None)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+from stages.rundir import MODEL_FILE
+from stages.runtime import amp_dtype, autocast_context, resolve_device
 
 
 def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_classes: int) -> LoSAConfig:
@@ -113,15 +87,19 @@ def predict_store(
     classes: list[str] | None = None,
     amp: str = "auto",
     progress: bool = False,
+    resample_steps: int | None = None,
 ) -> dict[str, Any]:
     """Detect actions in whole stored videos; ActivityNet results ``{"results": {vid: [{label, score,
     segment [s, e] seconds}]}}``. ``model``: a `TALModel` or a run directory (its classes and NMS
-    settings are then the defaults). Step coordinates become seconds with the store's step times
+    settings are then the defaults). ``resample_steps``: resample every video to that many steps as
+    in training (None: the run's setting, else 0 = native length). Step coordinates become seconds with the store's step times
     (``t = times[0] + x * dt``), clipped to ``[0, duration]``."""
     if isinstance(model, (str, Path)):
         model, info = load_run(model, device)
         classes = classes or info["classes"]
         nms = nms if nms is not None else info["train_cfg"].get("nms")
+        if resample_steps is None:
+            resample_steps = int(info["train_cfg"].get("resample_steps", 0) or 0)
     if classes is None:
         raise ValueError("predict_store needs the class list (pass classes= or a run directory)")
     dev = next(model.parameters()).device
@@ -129,7 +107,7 @@ def predict_store(
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in ids}
     if not ids:
         return {"version": "losa", "results": results, "external_data": {}}
-    ds = InferenceDataset(reader, ids, model.cfg.required_layers)
+    ds = InferenceDataset(reader, ids, model.cfg.required_layers, resample_steps=int(resample_steps or 0))
     loader = DataLoader(ds, batch_sampler=length_sorted_batches(ds.lengths, batch_size),
                         collate_fn=Collate(model.head.strides[-1]))
     index = {v: i for i, v in enumerate(ids)}

@@ -36,7 +36,8 @@ from stages.data.annotations import load_annotations
 from stages.data.dataset import Collate, StoreDataset
 from stages.extract.config import default_layers
 from stages.demo.synthetic_store import make_synthetic_store
-from stages.infer.predict import amp_dtype, autocast_context, model_config_from_store, resolve_device
+from stages.infer.predict import model_config_from_store
+from stages.runtime import amp_dtype, autocast_context, resolve_device
 from storage import open_store
 
 __all__ = ["bench_train", "to_markdown", "write_report"]

@@ -6,16 +6,13 @@ DDP (when launched by ``torchrun``). Randomness is reseeded from ``(seed, epoch,
 epoch start and data windows depend only on ``(seed, epoch, index)``, so ``resume=True`` after an
 interruption ends with exactly the weights of an uninterrupted run.
 
-Run directory: ``checkpoint.pt`` (atomic, every ``checkpoint_every`` epochs), ``run.json`` (what the
-detect stage needs), ``metrics.csv`` / ``train_metrics.json`` (per epoch), ``model.pt`` (final EMA
-weights + configs). `load_run` / `predict_store` turn a run into ActivityNet-format detections.
+The run directory's files (``run.json``, ``checkpoint.pt`` every ``checkpoint_every`` epochs,
+``metrics.csv`` and the DVCLive curves per epoch, ``model.pt`` = final EMA weights + configs) are
+defined in `stages.rundir`; `stages.infer.predict` turns a run into ActivityNet-format detections.
 """
 from __future__ import annotations
 
 import copy
-import csv
-import io
-import json
 import logging
 import math
 import os
@@ -23,7 +20,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -33,22 +30,24 @@ from tqdm import tqdm
 from losa.model import TALModel
 from stages.data.annotations import Annotations, load_annotations
 from stages.data.dataset import Collate, StoreDataset
-from stages.infer.predict import (MODEL_FILE, amp_dtype, autocast_context, model_config_from_store, predict_store,
-                            resolve_device)
+from stages.infer.predict import model_config_from_store, predict_store
+from stages.rundir import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, MODEL_FILE, write_metrics_csv, write_model_file,
+                           write_run_info)
+from stages.runtime import amp_dtype, autocast_context, resolve_device
+from stages.train.live import CurveLog
 from stages.train.config import TrainConfig
 from storage import open_store
+from storage.atomic import atomic_write
+from stages.errors import StageError
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FILE = "checkpoint.pt"
-RUN_FILE = "run.json"
-METRIC_FIELDS = ("epoch", "iterations", "loss", "cls_loss", "reg_loss", "lr", "seconds")
 
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged (NaN/inf loss or gradient); the last good checkpoint is kept."""
 
 
-class RunDirError(ValueError):
+class RunDirError(StageError):
     """The run directory cannot be used as asked (existing run without resume, bad checkpoint)."""
 
 
@@ -141,19 +140,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic_write(path: Path, data: bytes | str | Callable[[Any], Any]) -> None:
-    """Write bytes / text / ``data(file)`` to ``path.tmp``, fsync, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        if callable(data):
-            data(fh)
-        else:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
@@ -184,21 +170,6 @@ def _checkpoint_path(reader: Any) -> str | None:
     videos = reader.videos()
     path = (reader.video_info(videos[0]).get("extra") or {}).get("checkpoint_path") if videos else None
     return str(path) if path else None
-
-
-def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """metrics.csv (all columns), train_metrics.json and val_metrics.json (DVC plots: lists of rows)."""
-    extra = sorted({k for row in history for k in row} - set(METRIC_FIELDS))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=[*METRIC_FIELDS, *extra], restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    _atomic_write(run_dir / "metrics.csv", text.getvalue())
-    rows = [{k: row[k] for k in METRIC_FIELDS} for row in history]
-    _atomic_write(run_dir / "train_metrics.json", json.dumps(rows, indent=1))
-    val = [{"epoch": r["epoch"], **{k: r[k] for k in extra if k in r}} for r in history if "val_mAP" in r]
-    if val:
-        _atomic_write(run_dir / "val_metrics.json", json.dumps(val, indent=1))
 
 
 def _check_same(kind: str, saved: Mapping[str, Any], given: Mapping[str, Any], allowed: set[str]) -> None:
@@ -249,7 +220,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         raise RunDirError(f"{run_dir} already holds a training run; pass resume or choose another output")
     reader = open_store(store_path) if isinstance(store_path, (str, Path)) else store_path
     ann = annotations if isinstance(annotations, Annotations) else load_annotations(annotations, classes)
-    mcfg = model_config_from_store(reader, overrides, len(ann.classes))
+    mcfg = model_config_from_store(reader, overrides, 1 if tcfg.class_agnostic else len(ann.classes))
     if val_subset and not ann.ground_truth(val_subset):  # fail now, not after the last epoch
         raise ValueError(f"validation subset {val_subset!r} has no ground-truth segments")
     if ckpt is not None:
@@ -267,7 +238,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     dataset = StoreDataset(
         reader, ann, train_subset, mcfg.required_layers, tcfg.max_seq_len, tcfg.trunc_thresh,
         tcfg.crop_ratio, training=True, seed=tcfg.seed, allow_missing=allow_missing,
-        cache=tcfg.cache_features,
+        cache=tcfg.cache_features, resample_steps=tcfg.resample_steps, class_agnostic=tcfg.class_agnostic,
     )
     sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=tcfg.seed)
     loader = DataLoader(
@@ -298,7 +269,8 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         "store_provenance": reader.provenance,
         "checkpoint": _checkpoint_path(reader),
         "annotations": getattr(ann, "source", "") or str(annotations),
-        "classes": list(ann.classes),
+        "classes": list(dataset.classes),           # what the model predicts (["action"] if class-agnostic)
+        "dataset_classes": list(ann.classes),       # the annotations' classes (fusion labels with them)
         "train_subset": train_subset,
         "val_subset": val_subset,
         "model_cfg": mcfg.to_dict(),
@@ -307,7 +279,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     }
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(run_dir / RUN_FILE, json.dumps(info, indent=1))
+        write_run_info(run_dir, info)
     net: torch.nn.Module = model
     if dist.world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -318,15 +290,16 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
 
     def save_checkpoint(epoch: int) -> None:
         state = {
-            "format": "losa-checkpoint", "epoch": epoch, "iteration": iteration, "history": history,
+            "format": CHECKPOINT_FORMAT, "epoch": epoch, "iteration": iteration, "history": history,
             "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": _rng_state(), "model_cfg": mcfg.to_dict(),
             "train_cfg": tcfg.to_dict(), "classes": list(ann.classes),
         }
-        _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
+        atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
 
     eval_model = ema.module if ema is not None else model
+    curves = CurveLog(run_dir, history) if dist.main else None  # replays a resumed run's epochs
     for epoch in range(start_epoch, tcfg.epochs):
         t_start = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -383,8 +356,10 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
             log.info("epoch %d: %s", epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
             if last or (epoch + 1) % tcfg.checkpoint_every == 0:
                 save_checkpoint(epoch + 1)
-            _write_metrics(run_dir, history)
+            write_metrics_csv(run_dir, history)
+            curves.log(row)
     if dist.main:
+        curves.close()
         save_model_file(run_dir / MODEL_FILE, eval_model, info)
     dist.barrier()
     summary = {**info, "epochs_done": len(history), "iterations": iteration, "history": history,
@@ -400,8 +375,12 @@ def _validate(model: TALModel, reader: Any, ann: Annotations, subset: str, tcfg:
 
     stored = set(reader.videos())
     ids = [v for v in ann.videos_in(subset) if v in stored or not allow_missing]
+    if tcfg.class_agnostic:  # validation mAP of a class-agnostic run: every ground truth is "action"
+        from stages.infer.fusion import agnostic_annotations
+
+        ann = agnostic_annotations(ann)
     results = predict_store(model, reader, ids, tcfg.eval_batch_size, device=device, nms=tcfg.nms.to_dict(),
-                            classes=ann.classes, amp=tcfg.amp)
+                            classes=ann.classes, amp=tcfg.amp, resample_steps=tcfg.resample_steps)
     tious = parse_tious(tcfg.eval_tious)
     sub_ann = ann.exclude(set(ann.videos) - set(ids))  # videos skipped with allow_missing
     metrics = evaluate_files(results, sub_ann, subset, tious)
@@ -412,6 +391,4 @@ def _validate(model: TALModel, reader: Any, ann: Annotations, subset: str, tcfg:
 
 def save_model_file(path: Path, model: TALModel, info: Mapping[str, Any]) -> None:
     """Write the final weights with everything needed to use them (``model.pt``)."""
-    state = {"format": "losa-model", "format_version": 1, "info": dict(info),
-             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    _atomic_write(path, lambda fh: torch.save(state, fh))
+    write_model_file(path, model.state_dict(), info)

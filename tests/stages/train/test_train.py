@@ -79,7 +79,7 @@ def test_resume_is_exact(small_store, tmp_path, monkeypatch):
         raise Killed  # the process dies right after the epoch-1 checkpoint was written
 
     with monkeypatch.context() as m:
-        m.setattr(train_mod, "_write_metrics", die)
+        m.setattr(train_mod, "write_metrics_csv", die)
         with pytest.raises(Killed):
             train(small_store.store, small_store.annotations, tmp_path / "b", TINY_MODEL, _cfg(), progress=False)
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
@@ -101,6 +101,12 @@ def test_resume_is_exact(small_store, tmp_path, monkeypatch):
     assert init["epoch"] == 2 and init["iteration"] == straight.summary["iterations"]
     with open(tmp_path / "b" / "metrics.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+    # the DVCLive curves of the resumed run hold each epoch once, with the uninterrupted run's values
+    for run in ("a", "b"):
+        with open(tmp_path / run / "dvclive" / "plots" / "metrics" / "loss.tsv") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        assert [int(r["step"]) for r in rows] == [1, 2]
+        assert [float(r["loss"]) for r in rows] == pytest.approx([r["loss"] for r in straight.summary["history"]])
 
 
 class PoisonedReader:
@@ -141,12 +147,15 @@ def test_training_learns_synthetic_actions(tmp_path):
     result = train(data.store, data.annotations, tmp_path / "run", TINY_MODEL, cfg, val_subset="validation",
                    progress=False)
     run = tmp_path / "run"
-    for name in ("run.json", "model.pt", "checkpoint.pt", "metrics.csv", "train_metrics.json"):
+    for name in ("run.json", "model.pt", "checkpoint.pt", "metrics.csv", "dvclive/metrics.json"):
         assert (run / name).is_file(), name
     info = json.loads((run / "run.json").read_text())
     assert info["classes"] == data.classes and info["model_cfg"]["tapped_layers"] == [4]
-    rows = json.loads((run / "train_metrics.json").read_text())
-    assert [r["epoch"] for r in rows] == list(range(1, 9)) and rows[-1]["loss"] < rows[0]["loss"]
+    with open(run / "dvclive" / "plots" / "metrics" / "loss.tsv") as fh:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh, delimiter="\t")]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and rows[-1]["loss"] < rows[0]["loss"]
+    live = json.loads((run / "dvclive" / "metrics.json").read_text())  # the last epoch, validation included
+    assert live["step"] == 8 and live["val_mAP"] == pytest.approx(result.summary["final"]["val_mAP"])
 
     preds = predict_store(run, reader, val_ids, batch_size=3)  # from the run directory (EMA weights)
     assert set(preds["results"]) == set(val_ids)
