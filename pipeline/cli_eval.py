@@ -38,43 +38,6 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
     return metrics
 
 
-def predict_run(run_dir: Path, store: Path | None, annotations: Path | None, subset: str | None,
-                exclude_policy: str, classes: Path | None, fmt: str, device: str,
-                predictions_out: Path | None) -> tuple[dict, Path]:
-    """Detect actions in the stored videos of ``subset`` with a trained run (its EMA weights and NMS
-    settings); returns (ActivityNet results dict, annotations path used)."""
-    import json
-
-    from stages.infer.predict import predict_store
-    from storage import open_store
-
-    info_path = run_dir / "run.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"not a training run (no run.json): {run_dir}")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    annotations = annotations or Path(info["annotations"])
-    ann = load_annotations(annotations, classes, fmt).exclude(thumos_exclusions(exclude_policy))
-    subsets = ann.subsets()
-    if subset is None and len(subsets) != 1:
-        raise click.UsageError(f"--subset is required: the annotations have subsets {subsets}")
-    subset = subset or subsets[0]
-    videos = ann.videos_in(subset)
-    reader = open_store(store or Path(info["store"]))
-    stored = set(reader.videos())
-    absent = [v for v in videos if v not in stored]
-    if absent:
-        raise ValueError(f"{len(absent)} video(s) of subset '{subset}' are not in the store "
-                         f"(first: {absent[0]}); extract them first")
-    results = predict_store(run_dir, reader, videos, device=device)
-    results["external_data"] = {"run": str(run_dir), "store": str(reader.path)}
-    if predictions_out is not None:
-        predictions_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = predictions_out.with_name(predictions_out.name + ".tmp")
-        tmp.write_text(json.dumps(results) + "\n", encoding="utf-8")
-        tmp.replace(predictions_out)
-    return results, annotations
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="ActivityNet results JSON {'results': {video: [{label, score, segment}]}}.")
@@ -125,8 +88,14 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
         raise click.UsageError("--annotations is required with --predictions")
     thresholds = resolve_tious(tious, preset)
     if run_dir is not None:
-        predictions, annotations = predict_run(run_dir, opts["store"], annotations, subset, exclude_policy,
-                                               classes, fmt, opts["device"], opts["predictions_out"])
+        from stages.infer.predict import SubsetRequired, predict_run
+
+        try:
+            predictions, annotations = predict_run(
+                run_dir, opts["store"], annotations, subset, exclude=thumos_exclusions(exclude_policy),
+                classes=classes, fmt=fmt, device=opts["device"], predictions_out=opts["predictions_out"])
+        except SubsetRequired as exc:
+            raise click.UsageError(f"--subset is required: the annotations have subsets {exc.subsets}") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,

@@ -20,6 +20,7 @@ from losa.model import LoSAConfig, TALModel
 from stages.data.dataset import Collate, InferenceDataset, length_sorted_batches
 from stages.rundir import MODEL_FILE
 from stages.runtime import amp_dtype, autocast_context, resolve_device
+from stages.errors import StageError
 
 
 def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_classes: int) -> LoSAConfig:
@@ -31,13 +32,13 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
     """
     stored, videos = reader.layers(), reader.videos()
     if not stored or not videos:
-        raise ValueError(f"store {getattr(reader, 'path', '')} holds no complete videos")
+        raise StageError(f"store {getattr(reader, 'path', '')} holds no complete videos")
     o = dict(overrides)
     if "layers" in o:
         o["tapped_layers"] = o.pop("layers")
     fixed = {"channels", "cells", "grid", "t_sub", "num_classes"} & set(o)
     if fixed:
-        raise ValueError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
+        raise StageError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
     last = int(o.pop("last_layer", None) or stored[-1])
     _, cells, channels = reader.layer_shapes(videos[0])[last] if last in stored else (0, 0, 0)
     taps = o.pop("tapped_layers", None)
@@ -46,11 +47,11 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
         taps = []
     missing = [v for v in [*taps, last] if v not in stored]
     if missing:
-        raise ValueError(f"layer(s) {missing} not in the store (stored: {stored})")
+        raise StageError(f"layer(s) {missing} not in the store (stored: {stored})")
     if last in taps:
-        raise ValueError(f"layer {last} is the last layer and cannot also be a tapped layer")
+        raise StageError(f"layer {last} is the last layer and cannot also be a tapped layer")
     if not taps and o.get("mode", "losa") != "head-only":
-        raise ValueError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
+        raise StageError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
     layout = reader.provenance.get("tokens_layout")
     if not layout:
         g = int(round(math.sqrt(cells)))
@@ -68,7 +69,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[TALMo
         raise FileNotFoundError(f"trained model not found: {path} (did training finish?)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != "losa-model":
-        raise ValueError(f"{path} is not a LoSA model file")
+        raise StageError(f"{path} is not a LoSA model file")
     info = state["info"]
     model = TALModel(LoSAConfig.from_dict(info["model_cfg"]))
     model.load_state_dict(state["model"])
@@ -127,3 +128,48 @@ def predict_store(
                                          "segment": [float(segs[j, 0]), float(segs[j, 1])]})
     return {"version": "losa", "results": results, "external_data": {}}
 
+
+
+class SubsetRequired(ValueError):
+    """`predict_run` needs a subset: the annotations have several (listed in ``subsets``)."""
+
+    def __init__(self, subsets: list[str]) -> None:
+        super().__init__(f"a subset is required: the annotations have subsets {subsets}")
+        self.subsets = subsets
+
+
+def predict_run(run_dir: str | Path, store: str | Path | None = None, annotations: str | Path | None = None,
+                subset: str | None = None, *, exclude: Any = (), classes: str | Path | None = None,
+                fmt: str = "auto", device: str = "auto",
+                predictions_out: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+    """Detect actions in the stored videos of ``subset`` with a trained run (its EMA weights and NMS
+    settings); returns (ActivityNet results dict, annotations path used).
+
+    ``store`` / ``annotations`` default to the ones recorded in the run's ``run.json``; ``exclude``:
+    video ids to leave out (e.g. THUMOS-14 exclusions); ``predictions_out``: also write the results
+    there (atomically)."""
+    from stages.data.annotations import load_annotations
+    from stages.rundir import RunError, read_run_info
+    from storage import open_store
+    from storage.atomic import atomic_write_json
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    annotations = Path(annotations or info["annotations"])
+    ann = load_annotations(annotations, classes, fmt).exclude(set(exclude))
+    subsets = ann.subsets()
+    if subset is None and len(subsets) != 1:
+        raise SubsetRequired(subsets)
+    subset = subset or subsets[0]
+    videos = ann.videos_in(subset)
+    reader = open_store(store or Path(info["store"]))
+    stored = set(reader.videos())
+    absent = [v for v in videos if v not in stored]
+    if absent:
+        raise RunError(f"{len(absent)} video(s) of subset '{subset}' are not in the store "
+                       f"(first: {absent[0]}); extract them first")
+    results = predict_store(run_dir, reader, videos, device=device)
+    results["external_data"] = {"run": str(run_dir), "store": str(reader.path)}
+    if predictions_out is not None:
+        atomic_write_json(predictions_out, results, indent=None)
+    return results, annotations
