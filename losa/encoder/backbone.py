@@ -7,7 +7,15 @@ transformer blocks (LayerNorm eps 1e-6, qkv bias, exact GELU MLP). Blocks are ti
 
 ``forward_layers`` returns the outputs of selected blocks (1-based) as ``[B, t', h', w', C]`` token
 grids and stops after the deepest requested block, so tapping layer 20 of a 40-block model costs
-half a forward pass.
+half a forward pass. ``pool_feature`` / ``forward_features`` give VideoMAEv2's clip feature
+``fc_norm(mean of all last-block tokens)`` (the feature of its released TAD features).
+
+Position table at a geometry other than the pre-training one (``pos_table``, see
+:data:`POS_TABLES`): ``"official"`` builds a fresh 1-D sin-cos table for the actual token count, as
+VideoMAEv2 does when the model is built with another ``img_size``/``all_frames``; ``"trilinear"``
+resizes the pre-training (16 frames, 224 px) table over (t', h', w'); ``"bicubic"`` builds the table
+for the actual number of tubelet slots at the pre-training size and resizes it per slot with bicubic
+interpolation over (h', w') (OpenTAD's AdaTAD backbones). All three agree at the native geometry.
 """
 from __future__ import annotations
 
@@ -23,8 +31,10 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+from losa.errors import LosaError
 
 __all__ = [
+    "POS_TABLES",
     "PRESETS",
     "BackboneConfig",
     "VideoViT",
@@ -54,9 +64,9 @@ class BackboneConfig:
                       "tubelet_size", "num_frames", "img_size"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"backbone {self.name!r}: {field} must be a positive int, got {value!r}")
+                raise LosaError(f"backbone {self.name!r}: {field} must be a positive int, got {value!r}")
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"backbone {self.name!r}: embed_dim {self.embed_dim} is not divisible "
+            raise LosaError(f"backbone {self.name!r}: embed_dim {self.embed_dim} is not divisible "
                              f"by num_heads {self.num_heads}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,10 +79,10 @@ class BackboneConfig:
         Raises ValueError when the geometry does not tile exactly into tubelets/patches.
         """
         if not isinstance(num_frames, int) or num_frames <= 0 or num_frames % self.tubelet_size:
-            raise ValueError(f"num_frames {num_frames} is not a positive multiple of the tubelet "
+            raise LosaError(f"num_frames {num_frames} is not a positive multiple of the tubelet "
                              f"size {self.tubelet_size} for {self.name}")
         if not isinstance(img_size, int) or img_size <= 0 or img_size % self.patch_size:
-            raise ValueError(f"resolution {img_size} is not a positive multiple of the patch size "
+            raise LosaError(f"resolution {img_size} is not a positive multiple of the patch size "
                              f"{self.patch_size} for {self.name}")
         side = img_size // self.patch_size
         return num_frames // self.tubelet_size, side, side
@@ -95,7 +105,7 @@ def get_preset(name: str) -> BackboneConfig:
     """Look up a preset by name (case-insensitive, ``_`` accepted for ``-``)."""
     key = str(name).strip().lower().replace("_", "-")
     if key not in PRESETS:
-        raise ValueError(f"unknown backbone preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise LosaError(f"unknown backbone preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[key]
 
 
@@ -114,14 +124,29 @@ def get_sinusoid_encoding_table(n_position: int, d_hid: int) -> Tensor:
     return table
 
 
-def _position_table(cfg: BackboneConfig, grid: tuple[int, int, int]) -> Tensor:
-    """Position table ``[1, t'*h'*w', C]`` float32 for ``grid``, resized from pre-training geometry."""
+#: How the position table is made for a token grid other than the pre-training one (module doc).
+POS_TABLES = ("official", "trilinear", "bicubic")
+
+
+def _position_table(cfg: BackboneConfig, grid: tuple[int, int, int], mode: str = "official") -> Tensor:
+    """Position table ``[1, t'*h'*w', C]`` float32 for ``grid`` (``mode``: one of POS_TABLES)."""
+    if mode not in POS_TABLES:
+        raise LosaError(f"position table {mode!r} is not one of {', '.join(POS_TABLES)}")
     base = cfg.grid(cfg.num_frames, cfg.img_size)
-    table = get_sinusoid_encoding_table(math.prod(base), cfg.embed_dim)
-    if grid != base:
-        vol = table.reshape(1, *base, cfg.embed_dim).permute(0, 4, 1, 2, 3)      # [1, C, t, h, w]
+    dim = cfg.embed_dim
+    if mode == "official" or grid == base:
+        table = get_sinusoid_encoding_table(math.prod(grid), dim).to(torch.float32)
+    elif mode == "trilinear":
+        table = get_sinusoid_encoding_table(math.prod(base), dim)
+        vol = table.reshape(1, *base, dim).permute(0, 4, 1, 2, 3)                  # [1, C, t, h, w]
         vol = F.interpolate(vol, size=grid, mode="trilinear", align_corners=False)
-        table = vol.permute(0, 2, 3, 4, 1).reshape(-1, cfg.embed_dim)
+        table = vol.permute(0, 2, 3, 4, 1).reshape(-1, dim)
+    else:  # bicubic: fresh table for the actual t' at the pre-training size, resized per slot
+        t, h, w = grid
+        table = get_sinusoid_encoding_table(t * base[1] * base[2], dim).to(torch.float32)
+        per_slot = table.reshape(t, base[1], base[2], dim).permute(0, 3, 1, 2)     # [t, C, h0, w0]
+        per_slot = F.interpolate(per_slot, size=(h, w), mode="bicubic", align_corners=False)
+        table = per_slot.permute(0, 2, 3, 1).reshape(-1, dim)
     return table.to(torch.float32).unsqueeze(0)
 
 
@@ -137,25 +162,29 @@ class VideoViT(nn.Module):
     """VideoMAEv2 encoder (no CLS token, fixed sin-cos positions), frozen feature tapper.
 
     Input ``x``: ``[B, 3, T, H, W]`` float, already normalised, ``T == num_frames`` and
-    ``H == W == img_size``.
+    ``H == W == img_size``. ``fc_norm`` is the checkpoint's final LayerNorm (eps 1e-6) applied to the
+    mean of the last block's tokens (:meth:`pool_feature`); the block outputs never pass through it.
     """
 
-    def __init__(self, cfg: BackboneConfig, num_frames: int = 16, img_size: int = 224) -> None:
+    def __init__(self, cfg: BackboneConfig, num_frames: int = 16, img_size: int = 224,
+                 pos_table: str = "official") -> None:
         super().__init__()
         self.cfg = cfg
         self.num_frames = num_frames
         self.img_size = img_size
+        self.pos_table = pos_table
         self.grid: tuple[int, int, int] = cfg.grid(num_frames, img_size)
         p, tub, dim = cfg.patch_size, cfg.tubelet_size, cfg.embed_dim
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(3, dim, kernel_size=(tub, p, p), stride=(tub, p, p))
-        self.register_buffer("pos_embed", _position_table(cfg, self.grid), persistent=False)
+        self.register_buffer("pos_embed", _position_table(cfg, self.grid, pos_table), persistent=False)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.ModuleList(
             Block(dim, cfg.num_heads, mlp_ratio=cfg.mlp_hidden / dim, qkv_bias=True,
                   norm_layer=norm_layer, act_layer=nn.GELU, mlp_layer=_mlp_with_hidden(cfg.mlp_hidden))
             for _ in range(cfg.depth)
         )
+        self.fc_norm = norm_layer(dim)
         for blk in self.blocks:
             blk.attn.fused_attn = True          # always F.scaled_dot_product_attention
         self.init_weights()
@@ -184,7 +213,7 @@ class VideoViT(nn.Module):
 
     def _check_layers(self, layers: Sequence[int]) -> list[int]:
         if isinstance(layers, (int, str)) or len(layers) == 0:
-            raise ValueError(f"layers must be a non-empty list of block indices 1..{self.depth}, "
+            raise LosaError(f"layers must be a non-empty list of block indices 1..{self.depth}, "
                              f"got {layers!r}")
         out: set[int] = set()
         for layer in layers:
@@ -193,7 +222,7 @@ class VideoViT(nn.Module):
             except TypeError:
                 index = None
             if index is None or not 1 <= index <= self.depth:
-                raise ValueError(f"layer {layer!r} out of range 1..{self.depth} for {self.cfg.name}")
+                raise LosaError(f"layer {layer!r} out of range 1..{self.depth} for {self.cfg.name}")
             out.add(index)
         return sorted(out)
 
@@ -227,17 +256,37 @@ class VideoViT(nn.Module):
         """Last block output ``[B, t', h', w', C]`` (no final norm)."""
         return self.forward_layers(x, [self.depth])[self.depth]
 
+    def pool_feature(self, last_tokens: Tensor) -> Tensor:
+        """``fc_norm(mean over all tokens)`` of last-block tokens ``[B, t', h', w', C]`` → ``[B, C]``.
 
-def build_backbone(preset: str, num_frames: int = 16, img_size: int = 224, seed: int = 0) -> VideoViT:
+        The mean and the norm run in float32 whatever the tokens' dtype (also under autocast).
+        """
+        if last_tokens.ndim != 5 or last_tokens.shape[-1] != self.embed_dim:
+            raise ValueError(f"expected last-block tokens [B, t', h', w', {self.embed_dim}], "
+                             f"got shape {tuple(last_tokens.shape)}")
+        mean = last_tokens.float().flatten(1, 3).mean(dim=1)
+        norm = self.fc_norm
+        return F.layer_norm(mean, norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """VideoMAEv2's clip feature ``fc_norm(mean of all last-block tokens)`` ``[B, C]``."""
+        return self.pool_feature(self.forward(x))
+
+
+def build_backbone(preset: str, num_frames: int = 16, img_size: int = 224, seed: int = 0,
+                   pos_table: str = "official") -> VideoViT:
     """Build a frozen (eval, no grad) encoder with a deterministic random init from ``seed``.
 
-    The global torch RNG state is left untouched.
+    The global torch RNG state is left untouched. ``fc_norm`` starts as the official init (weight 1,
+    bias 0) until a checkpoint is loaded.
     """
     cfg = get_preset(preset)
     cfg.grid(num_frames, img_size)   # validate before spending time on construction
+    if pos_table not in POS_TABLES:
+        raise LosaError(f"position table {pos_table!r} is not one of {', '.join(POS_TABLES)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VideoViT(cfg, num_frames=num_frames, img_size=img_size)
+        model = VideoViT(cfg, num_frames=num_frames, img_size=img_size, pos_table=pos_table)
     model.eval()
     model.requires_grad_(False)
     return model

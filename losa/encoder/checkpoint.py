@@ -8,11 +8,14 @@ Official layout (fine-tuned, distilled and pre-training checkpoints)::
     patch_embed.proj.{weight,bias}
     blocks.N.norm1.{weight,bias}  blocks.N.attn.qkv.weight  blocks.N.attn.{q_bias,v_bias}
     blocks.N.attn.proj.{weight,bias}  blocks.N.norm2.{weight,bias}  blocks.N.mlp.fc{1,2}.{weight,bias}
-    fc_norm.* / norm.* / head.*              (final norm and classifier: not used for features)
+    fc_norm.{weight,bias}                    (final LayerNorm of the mean token: the clip feature)
+    norm.* / head.*                          (classifier side: not used for features)
 
 possibly nested under ``model`` / ``module`` / ``state_dict`` and, for pre-training checkpoints,
 prefixed ``encoder.`` next to ``decoder.*``, ``encoder_to_decoder.*`` and ``mask_token``.
 VideoMAEv2 has no key bias: our fused ``qkv.bias`` is ``cat(q_bias, 0, v_bias)``.
+``fc_norm`` is loaded when the checkpoint has it (fine-tuned and distilled checkpoints); pre-training
+checkpoints have none, so it is optional unless ``require_fc_norm`` (the caller needs the clip feature).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 from torch import Tensor
 
 from losa.encoder.backbone import VideoViT
+from losa.errors import LosaError
 
 __all__ = [
     "CheckpointError",
@@ -36,13 +40,14 @@ _NESTING_KEYS = ("model", "module", "state_dict")
 _PREFIXES = ("encoder.", "backbone.")
 # Keys (after prefix removal) that are legitimately present but carry nothing the tapper needs.
 _IGNORED = re.compile(
-    r"^(head\.|fc_norm\.|norm\.|decoder\.|decoder_|encoder_to_decoder\.|cls_head\.|mask_token$|pos_embed$)"
+    r"^(head\.|norm\.|decoder\.|decoder_|encoder_to_decoder\.|cls_head\.|mask_token$|pos_embed$)"
 )
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_FC_NORM = ("fc_norm.weight", "fc_norm.bias")
 _MAX_LISTED = 8
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LosaError):
     """The checkpoint does not fit the model; the message lists every offending key."""
 
 
@@ -89,9 +94,11 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
 
 
-def convert_official_state_dict(sd: Mapping[str, Any], model: VideoViT) -> dict[str, Tensor]:
+def convert_official_state_dict(sd: Mapping[str, Any], model: VideoViT,
+                                require_fc_norm: bool = False) -> dict[str, Tensor]:
     """Map an official VideoMAEv2 state dict onto ``model``'s parameter names.
 
+    ``fc_norm.*`` is left out of the result when the checkpoint has none, unless ``require_fc_norm``.
     Raises :class:`CheckpointError` naming all unknown, missing and mis-shaped keys at once.
     """
     if not isinstance(sd, Mapping):
@@ -116,6 +123,8 @@ def convert_official_state_dict(sd: Mapping[str, Any], model: VideoViT) -> dict[
         return value
 
     for key, shape in target.items():
+        if key in _FC_NORM and not require_fc_norm and not any(k in src for k in _FC_NORM):
+            continue                                         # pre-training checkpoint: no fc_norm
         if key.endswith("attn.qkv.bias"):
             if key in src:                                   # already fused (e.g. our own export)
                 value = take(key, key, shape)
@@ -150,13 +159,23 @@ def _error_message(src: Mapping[str, Any], model: VideoViT, unknown: list[str],
     for label, keys in (("unknown", unknown), ("missing", missing), ("mis-shaped", misshaped)):
         if keys:
             parts.append(f"{len(keys)} {label} key{'s' if len(keys) > 1 else ''}: {_listing(keys)}")
+    if set(_FC_NORM) & set(missing) and not set(missing) - set(_FC_NORM):
+        parts.append("the clip feature fc_norm(mean token) needs a fine-tuned or distilled checkpoint "
+                     "(pre-training checkpoints have no fc_norm)")
     return "; ".join(parts)
 
 
-def load_official_checkpoint(model: VideoViT, sd: Mapping[str, Any]) -> None:
-    """Convert ``sd`` and load it into ``model`` in place (strict)."""
-    converted = convert_official_state_dict(sd, model)
-    model.load_state_dict(converted, strict=True)
+def load_official_checkpoint(model: VideoViT, sd: Mapping[str, Any], require_fc_norm: bool = False) -> bool:
+    """Convert ``sd`` and load it into ``model`` in place (strict but for an absent ``fc_norm``).
+
+    Returns True when ``fc_norm`` came from the checkpoint (else it keeps its current values).
+    """
+    converted = convert_official_state_dict(sd, model, require_fc_norm)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    if unexpected or set(missing) - set(_FC_NORM):   # cannot happen after a successful conversion
+        raise CheckpointError(f"checkpoint does not fit backbone {model.cfg.name}: "
+                              f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    return not missing
 
 
 def to_official_state_dict(model: VideoViT) -> dict[str, Tensor]:

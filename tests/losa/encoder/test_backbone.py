@@ -173,18 +173,37 @@ def test_pos_table_native_and_resized() -> None:
     expected = get_sinusoid_encoding_table(8 * 14 * 14, 96).float()
     torch.testing.assert_close(native.pos_embed[0], expected, rtol=0, atol=0)
 
+    # default (official VideoMAEv2): a fresh 1-D table for the actual token count
     small = VideoViT(cfg, num_frames=8, img_size=160)
+    assert small.pos_table == "official"
     assert small.grid == (4, 10, 10) and small.pos_embed.shape == (1, 400, 96)
+    torch.testing.assert_close(small.pos_embed[0], get_sinusoid_encoding_table(400, 96).float(),
+                               rtol=0, atol=0)
+    # recorded alternative 1: trilinear resize of the 16x224 table
+    tri = VideoViT(cfg, num_frames=8, img_size=160, pos_table="trilinear")
     vol = expected.double().reshape(1, 8, 14, 14, 96).permute(0, 4, 1, 2, 3)
     ref = torch.nn.functional.interpolate(vol, size=(4, 10, 10), mode="trilinear", align_corners=False)
     ref = ref.permute(0, 2, 3, 4, 1).reshape(400, 96).float()
-    torch.testing.assert_close(small.pos_embed[0], ref)
+    torch.testing.assert_close(tri.pos_embed[0], ref)
     # halving time only (align_corners=False): new slot j = mean of old slots 2j and 2j+1
-    half = VideoViT(cfg, num_frames=8, img_size=224).pos_embed[0].reshape(4, 14, 14, 96)
+    half = VideoViT(cfg, num_frames=8, img_size=224, pos_table="trilinear").pos_embed[0]
     grid0 = expected.reshape(8, 14, 14, 96)
-    torch.testing.assert_close(half[1], (grid0[2] + grid0[3]) / 2)
+    torch.testing.assert_close(half.reshape(4, 14, 14, 96)[1], (grid0[2] + grid0[3]) / 2)
+    # recorded alternative 2 (AdaTAD): table for t'=4 slots at 14x14, bicubic per slot to 10x10
+    bic = VideoViT(cfg, num_frames=8, img_size=160, pos_table="bicubic")
+    slots = get_sinusoid_encoding_table(4 * 14 * 14, 96).float().reshape(4, 14, 14, 96).permute(0, 3, 1, 2)
+    ref = torch.nn.functional.interpolate(slots, size=(10, 10), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(bic.pos_embed[0], ref.permute(0, 2, 3, 1).reshape(400, 96))
+    assert not torch.allclose(bic.pos_embed, small.pos_embed)
+    assert not torch.allclose(tri.pos_embed, small.pos_embed)
+    # at the native geometry all three are the same table
+    for mode in ("trilinear", "bicubic"):
+        torch.testing.assert_close(VideoViT(cfg, 16, 224, pos_table=mode).pos_embed, native.pos_embed,
+                                   rtol=0, atol=0)
     out = small.forward_layers(torch.zeros(1, 3, 8, 160, 160), [1])[1]
     assert out.shape == (1, 4, 10, 10, 96)
+    with pytest.raises(ValueError, match="position table 'nearest' is not one of official"):
+        build_backbone("tiny", 8, 64, pos_table="nearest")
 
 
 # ----------------------------------------------------------------------------- FLOPs
