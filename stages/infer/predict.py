@@ -20,7 +20,6 @@ from losa.model import LoSAConfig, TALModel
 from stages.data.dataset import Collate, InferenceDataset, length_sorted_batches
 from stages.rundir import MODEL_FILE
 from stages.runtime import amp_dtype, autocast_context, resolve_device
-from stages.errors import StageError
 
 
 def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_classes: int) -> LoSAConfig:
@@ -32,13 +31,13 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
     """
     stored, videos = reader.layers(), reader.videos()
     if not stored or not videos:
-        raise StageError(f"store {getattr(reader, 'path', '')} holds no complete videos")
+        raise ValueError(f"store {getattr(reader, 'path', '')} holds no complete videos")
     o = dict(overrides)
     if "layers" in o:
         o["tapped_layers"] = o.pop("layers")
     fixed = {"channels", "cells", "grid", "t_sub", "num_classes"} & set(o)
     if fixed:
-        raise StageError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
+        raise ValueError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
     last = int(o.pop("last_layer", None) or stored[-1])
     _, cells, channels = reader.layer_shapes(videos[0])[last] if last in stored else (0, 0, 0)
     taps = o.pop("tapped_layers", None)
@@ -47,11 +46,11 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
         taps = []
     missing = [v for v in [*taps, last] if v not in stored]
     if missing:
-        raise StageError(f"layer(s) {missing} not in the store (stored: {stored})")
+        raise ValueError(f"layer(s) {missing} not in the store (stored: {stored})")
     if last in taps:
-        raise StageError(f"layer {last} is the last layer and cannot also be a tapped layer")
+        raise ValueError(f"layer {last} is the last layer and cannot also be a tapped layer")
     if not taps and o.get("mode", "losa") != "head-only":
-        raise StageError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
+        raise ValueError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
     layout = reader.provenance.get("tokens_layout")
     if not layout:
         g = int(round(math.sqrt(cells)))
@@ -69,7 +68,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[TALMo
         raise FileNotFoundError(f"trained model not found: {path} (did training finish?)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != "losa-model":
-        raise StageError(f"{path} is not a LoSA model file")
+        raise ValueError(f"{path} is not a LoSA model file")
     info = state["info"]
     model = TALModel(LoSAConfig.from_dict(info["model_cfg"]))
     model.load_state_dict(state["model"])
