@@ -30,8 +30,8 @@ import numpy as np
 
 from losa.post.fusion import FUSION_FORMULAS, fuse_video
 
-__all__ = ["ClassifierScores", "ClassifierScoresError", "FusionSettings", "fuse_results",
-           "load_classifier_scores"]
+__all__ = ["ClassifierScores", "ClassifierScoresError", "FusionSettings", "agnostic_annotations",
+           "fuse_results", "load_classifier_scores"]
 
 
 class ClassifierScoresError(ValueError):
@@ -164,3 +164,13 @@ def fuse_results(results: Mapping[str, Any], scores: ClassifierScores,
     extra_data["fusion"] = {"classifier_scores": scores.source, **settings.to_dict()}
     return {**{k: v for k, v in results.items() if k not in ("results", "external_data")},
             "results": fused, "external_data": extra_data}
+
+
+def agnostic_annotations(annotations: Any, name: str = "action") -> Any:
+    """A copy of `stages.data.annotations.Annotations` in which every segment has the one class
+    ``name`` (class-agnostic evaluation: how well segments are found, whatever their class)."""
+    from dataclasses import replace
+
+    videos = {vid: replace(a, segments=[(s, e, name) for s, e, _ in a.segments])
+              for vid, a in annotations.videos.items()}
+    return replace(annotations, videos=videos, classes=[name])

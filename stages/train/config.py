@@ -64,6 +64,10 @@ class TrainConfig:
     checkpoint_every: int = 1
     eval_tious: str = "0.3:0.1:0.7"  # tIoU thresholds of the validation mAP (THUMOS-14 default)
     cache_features: bool = False  # keep each video's features in RAM after the first read
+    # ActivityNet protocol: every video resampled to this many steps (linear; 0 = native length)
+    resample_steps: int = 0
+    # train one "action" class; label detections with external video-level scores at prediction
+    class_agnostic: bool = False
     device: str = "auto"
     nms: NMSConfig = field(default_factory=NMSConfig)
 
@@ -92,6 +96,7 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0),
             ("eval_batch_size", self.eval_batch_size >= 1),
             ("checkpoint_every", self.checkpoint_every >= 1),
+            ("resample_steps", self.resample_steps >= 0),
         ]
         if self.crop_ratio is not None:
             lo, hi = self.crop_ratio
