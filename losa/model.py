@@ -6,8 +6,9 @@ valid step) to ActionFormer head outputs.  Three modes:
 * ``"losa"``: Long- and/or Short-range adapters on every tapped layer, merged into the last-layer
   features (mean over cells) by :class:`~losa.adapters.fusion.LongShortGatedFusion`.  With the default
   zero-initialised gates the model starts exactly as the head-only model.
-* ``"side"``: AdaTAD-style side adapters (one per tapped layer, on mean-over-cells features) whose
-  residual outputs are summed onto the last-layer features (baseline, starts at identity).
+* ``"side"``: AdaTAD† side adapters (OpenTAD's ``Adapter``, one per tapped layer, run on the stored
+  cells and pooled afterwards) whose residual outputs are summed onto the last-layer features
+  (baseline, starts at identity).
 * ``"head-only"``: the ActionFormer head on the last layer alone (tapped layers are ignored).
 """
 
@@ -174,7 +175,9 @@ class TALModel(nn.Module):
                 })
             self.fusion = LongShortGatedFusion(c, d, len(keys), cfg.branches, cfg.fusion)
         elif cfg.mode == "side":
-            self.side_adapters = nn.ModuleDict({_layer_key(v): SideAdapter(c, d) for v in cfg.tapped_layers})
+            self.side_adapters = nn.ModuleDict({
+                _layer_key(v): SideAdapter(c, d, cfg.grid, cfg.t_sub) for v in cfg.tapped_layers
+            })
         self.head = ActionFormerHead(c, cfg.num_classes, cfg.head)
         self.criterion = TALLoss(
             cfg.num_classes,
@@ -211,9 +214,8 @@ class TALModel(nn.Module):
             return base.masked_fill(~keep, 0.0)
         if cfg.mode == "side":
             out = base
-            for layer in cfg.tapped_layers:
-                x = feats[layer].masked_fill(~mask[..., None, None], 0.0).mean(dim=2)
-                out = out + self.side_adapters[_layer_key(layer)].delta(x, mask)
+            for layer in cfg.tapped_layers:   # on the stored cells, pooled after the adapter
+                out = out + self.side_adapters[_layer_key(layer)].delta(feats[layer], mask)
             return out.masked_fill(~keep, 0.0)
         outputs = []
         for layer in cfg.tapped_layers:

@@ -27,12 +27,13 @@ MAX_WARNINGS = 10
 def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
              subset: str | None = None, tious: Sequence[float] | None = None,
              exclude_policy: str = "none", classes: str | Path | None = None,
-             fmt: str = "auto", out: str | Path | None = None) -> dict:
+             fmt: str = "auto", out: str | Path | None = None, strict: bool = False) -> dict:
     """Load annotations, evaluate ``predictions`` (results file or dict), optionally write the
     metrics JSON to ``out``; returns the metrics dict. Shared by every CLI that evaluates."""
     ann = load_annotations(annotations, classes, fmt)
     metrics = evaluate_files(predictions, ann, subset, tious if tious is not None
-                             else resolve_tious(), exclude=thumos_exclusions(exclude_policy))
+                             else resolve_tious(), exclude=thumos_exclusions(exclude_policy),
+                             strict=strict)
     if out is not None:
         write_metrics(metrics, out)
     return metrics
@@ -67,6 +68,9 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
               help="THUMOS-14 videos to leave out: actionformer (212 test videos) or opentad (211).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the metrics JSON here (atomically).")
+@click.option("--strict", is_flag=True, default=False,
+              help="Refuse results holding videos absent from the ground truth (default: score "
+                   "their detections as false positives, as the official evaluator, and warn).")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="params.yaml whose 'evaluate' section supplies defaults.")
 @click.pass_context
@@ -99,7 +103,8 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,
-                           exclude_policy=exclude_policy, classes=classes, fmt=fmt, out=out)
+                           exclude_policy=exclude_policy, classes=classes, fmt=fmt, out=out,
+                           strict=opts["strict"])
     for w in caught[:MAX_WARNINGS]:
         click.echo(f"Warning: {w.message}", err=True)
     if len(caught) > MAX_WARNINGS:

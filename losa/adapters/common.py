@@ -10,8 +10,8 @@ exact zeros at padded steps.
   cross-attending to every token of the steps ``t - window .. t + window``: fine local context.
 * :class:`LongRangeAdapter` - one token per step (mean over cells), masked self-attention over the
   whole sequence (optionally a band of half-width ``local_window``): long-range context.
-* :class:`SideAdapter` - the AdaTAD-style side adapter baseline on ``[B, T, C]`` features,
-  bottleneck + depthwise temporal conv with a zero-initialised up projection (starts at identity).
+* :class:`SideAdapter` - the AdaTAD† side adapter baseline (OpenTAD's ``Adapter``) on the cells of
+  every step, bottleneck + depthwise temporal conv residual, zero-initialised up projection × gamma.
 """
 
 from __future__ import annotations

@@ -32,10 +32,11 @@ def segment_iou(segs_a: Tensor, segs_b: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def seg_voting(nms_segs: Tensor, all_segs: Tensor, all_scores: Tensor, iou_threshold: float) -> Tensor:
-    """ActionFormer's segment voting: replace every kept segment by the score-weighted mean of all
-    candidates whose IoU with it is >= ``iou_threshold`` (the kept segment itself always votes)."""
+    """ActionFormer's segment voting: replace every kept segment by the mean of all candidates whose
+    IoU with it is >= ``iou_threshold``, each weighted by ``score × IoU`` (the kept segment itself
+    always votes, with weight ``score × 1``)."""
     iou = segment_iou(nms_segs, all_segs)
-    weights = (iou >= iou_threshold).to(all_scores.dtype) * all_scores[None, :]
+    weights = (iou >= iou_threshold).to(all_scores.dtype) * all_scores[None, :] * iou
     total = weights.sum(dim=1, keepdim=True)
     refined = (weights @ all_segs) / total.clamp(min=1e-12)
     return torch.where(total > 0, refined, nms_segs)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,15 @@ def _listing(items: Sequence[str], limit: int = 5) -> str:
 
 def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Path | Annotations,
                    subset: str | None = None, tious: Sequence[float] = ANET_TIOUS,
-                   exclude: Iterable[str] = (), classes: Sequence[str] | str | Path | None = None
-                   ) -> dict:
+                   exclude: Iterable[str] = (), classes: Sequence[str] | str | Path | None = None,
+                   strict: bool = False) -> dict:
     """Detection metrics of ActivityNet results against the ground truth of one subset.
 
     ``exclude``: video ids removed from both sides (e.g. :func:`stages.data.annotations.thumos_exclusions`).
-    Predictions for videos outside the subset → PredictionError naming them; ground-truth videos
-    without predictions count as misses; labels must be class names of the annotations.
+    Predictions for videos outside the subset are scored as the official ActivityNet evaluator
+    scores them — every detection there is a false positive — with a warning naming the videos
+    (``strict=True``: PredictionError instead); ground-truth videos without predictions count as
+    misses; labels must be class names of the annotations.
     Returns :func:`losa.metrics.detection.evaluate_detection`'s dict plus ``"subset"`` and ``"excluded"``.
     """
     ann = annotations if isinstance(annotations, Annotations) else load_annotations(
@@ -115,8 +118,12 @@ def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Pa
     preds = [p for p in rows if p["video"] not in excluded]
     stray = sorted(set(listed) - in_subset - excluded)
     if stray:
-        raise PredictionError(f"{src}: {len(stray)} video(s) not in subset {subset!r} of the "
-                              f"annotations: {_listing(stray)}")
+        msg = (f"{src}: {len(stray)} video(s) not in subset {subset!r} of the annotations: "
+               f"{_listing(stray)}")
+        if strict:
+            raise PredictionError(msg)
+        warnings.warn(msg + " (their detections count as false positives, as in the official "
+                      "evaluator)", stacklevel=2)
     known = set(ann.classes)
     for p in preds:
         if not isinstance(p["label"], str) or p["label"] not in known:
@@ -126,6 +133,7 @@ def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Pa
     metrics["counts"]["videos"] = len(video_ids)
     metrics["subset"] = subset
     metrics["excluded"] = sorted(excluded & set(ann.videos))
+    metrics["unannotated"] = stray
     return metrics
 
 
@@ -140,7 +148,7 @@ def write_metrics(metrics: Mapping, path: str | Path) -> Path:
         "per_class": {str(k): list(v) for k, v in metrics["per_class"].items()},
         "recall_at_k": {str(k): list(v) for k, v in metrics["recall_at_k"].items()},
     }
-    for extra in ("counts", "subset", "excluded"):
+    for extra in ("counts", "subset", "excluded", "unannotated"):
         if extra in metrics:
             payload[extra] = metrics[extra]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -69,14 +69,27 @@ def test_exclusion_policy_removes_predictions_on_excluded_videos(tmp_path):
     assert res["counts"]["videos"] == 2
 
 
-def test_evaluate_errors(tmp_path):
+def test_videos_absent_from_ground_truth_are_false_positives(tmp_path):
+    """As the official evaluator: detections in unannotated videos are scored (false positives),
+    with a warning naming the videos; ``strict`` refuses them."""
     ann = load_annotations(make_thumos(tmp_path / "th"))
     stray = perfect_results()
-    stray["results"]["video_validation_0000001"] = []
-    stray["results"]["elsewhere"] = []
-    with pytest.raises(PredictionError, match=r"2 video\(s\) not in subset 'test'.*elsewhere, "
-                                              r"video_validation_0000001"):
-        evaluate_files(stray, ann, "test", [0.5])
+    stray["results"]["video_validation_0000001"] = [{"label": "Jump", "score": 0.95, "segment": [2, 4]}]
+    stray["results"]["elsewhere"] = [{"label": "Run", "score": 0.85, "segment": [30, 40]}]
+    with pytest.warns(UserWarning, match=r"2 video\(s\) not in subset 'test'.*elsewhere, "
+                                         r"video_validation_0000001.*false positives"):
+        res = evaluate_files(stray, ann, "test", [0.5])
+    # Jump: FP (0.95) ranked before 2 TPs → precision envelope 2/3 at both recalls; Run: FP (0.85)
+    # before its TP → 1/2 (without the stray detections both would be 1.0)
+    assert res["per_class"]["Jump"] == [pytest.approx(2 / 3)]
+    assert res["per_class"]["Run"] == [pytest.approx(1 / 2)]
+    assert res["unannotated"] == ["elsewhere", "video_validation_0000001"]
+    with pytest.raises(PredictionError, match=r"2 video\(s\) not in subset 'test'.*elsewhere"):
+        evaluate_files(stray, ann, "test", [0.5], strict=True)
+
+
+def test_evaluate_errors(tmp_path):
+    ann = load_annotations(make_thumos(tmp_path / "th"))
     bad_label = perfect_results()
     bad_label["results"]["video_test_0000002"][0]["label"] = "Swim"
     with pytest.raises(PredictionError, match="video_test_0000002 .* label 'Swim'"):
@@ -167,10 +180,14 @@ def test_cli_errors_are_one_line(tmp_path):
     preds = dump(tmp_path / "results.json", stray)
     runner = CliRunner()
     result = runner.invoke(main, ["--predictions", str(preds), "--annotations", str(th),
-                                  "--subset", "test"])
+                                  "--subset", "test", "--strict"])
     assert result.exit_code == 1
     assert result.output.strip().startswith("Error:") and "ghost_video" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(main, ["--predictions", str(preds), "--annotations", str(th),
+                                  "--subset", "test"])
+    assert result.exit_code == 0, result.output
+    assert "Warning:" in result.output and "ghost_video" in result.output
     result = runner.invoke(main, ["--predictions", str(preds), "--annotations",
                                   str(tmp_path / "nope"), "--subset", "test"])
     assert result.exit_code == 1 and "annotations not found" in result.output

@@ -8,7 +8,6 @@ import torch
 from losa.adapters import (
     LongRangeAdapter,
     ShortRangeAdapter,
-    SideAdapter,
     sinusoidal_positions,
 )
 from losa.adapters.fusion import FUSION_MODES, GatedFusion, LongShortGatedFusion
@@ -59,28 +58,6 @@ def test_shapes_and_padding_invariance(grid: int, t_sub: int) -> None:
         assert torch.equal(y[~mask], torch.zeros_like(y[~mask])), type(adapter).__name__
         y2 = adapter(x2, mask)
         torch.testing.assert_close(y2[mask], y[mask], rtol=0, atol=1e-6)
-
-
-def test_side_adapter_identity_at_init_and_padding() -> None:
-    torch.manual_seed(0)
-    side = SideAdapter(C, D)
-    x, mask = _tokens(1)[:, :, 0], _mask()
-    y = side(x, mask)
-    assert y.shape == x.shape
-    assert torch.equal(y[mask], x[mask])
-    assert torch.equal(side.delta(x, mask), torch.zeros_like(x))
-    torch.nn.init.normal_(side.up.weight, std=0.1)
-    d1 = side.delta(x, mask)
-    assert d1[mask].abs().sum() > 0
-    d2 = side.delta(_perturb_padding(x, mask), mask)
-    torch.testing.assert_close(d2[mask], d1[mask], rtol=0, atol=1e-6)
-    assert torch.equal(d1[~mask], torch.zeros_like(d1[~mask]))
-    # depthwise conv with k=3: step 3 sees steps 2..4 only
-    x3 = x.clone()
-    x3[0, 6] += 5.0
-    d3 = side.delta(x3, mask)
-    changed = (d3[0] - d1[0]).abs().amax(-1) > 0
-    assert changed.nonzero().flatten().tolist() == [5, 6, 7]
 
 
 @pytest.mark.parametrize("grid,t_sub", [(1, 1), (2, 2)])

@@ -128,10 +128,12 @@ def test_segment_voting():
     iou = segment_iou(segs, segs)
     assert iou[0, 1] == pytest.approx(9 / 11)
     refined = seg_voting(segs[:1], segs, scores, iou_threshold=0.7)
-    # (0.9 * [0, 10] + 0.6 * [1, 11]) / 1.5 = [0.4, 10.4]
-    assert torch.allclose(refined, _t([[0.4, 10.4]]), atol=1e-5)
+    # ActionFormer weights each neighbour by score × IoU:
+    # (0.9·1·[0, 10] + 0.6·(9/11)·[1, 11]) / (0.9 + 0.6·9/11) = [6/17, 10 + 6/17]
+    # (score alone would give [0.4, 10.4])
+    assert torch.allclose(refined, _t([[6 / 17, 10 + 6 / 17]]), atol=1e-5)
     s, _, _ = soft_nms(segs, scores, torch.tensor([0, 1, 0]), multiclass=False, voting_thresh=0.7)
-    assert s[0].tolist() == pytest.approx([0.4, 10.4])
+    assert s[0].tolist() == pytest.approx([6 / 17, 10 + 6 / 17])
     s, _, _ = soft_nms(segs, scores, torch.tensor([0, 1, 0]), multiclass=True, voting_thresh=0.7)
     assert s[0].tolist() == [0.0, 10.0]  # ActionFormer: no voting with multiclass NMS
 
