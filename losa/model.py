@@ -14,120 +14,21 @@ valid step) to ActionFormer head outputs.  Three modes:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from losa.head.actionformer import ActionFormerHead, HeadConfig
+from losa.config import ADAPTER_CHOICES, MODES, LoSAConfig  # noqa: F401  (defined there, torch-free)
+from losa.head.actionformer import ActionFormerHead
 from losa.adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
-from losa.adapters.fusion import FUSION_MODES, LongShortGatedFusion
+from losa.adapters.fusion import LongShortGatedFusion
 from losa.head.losses import TALLoss
 from losa.post.postprocess import postprocess
+from losa.errors import LosaError
 
 __all__ = ["ADAPTER_CHOICES", "MODES", "LoSAConfig", "TALModel", "TALOutput"]
-
-MODES = ("losa", "head-only", "side")
-ADAPTER_CHOICES = {"both": ("long", "short"), "long": ("long",), "short": ("short",)}
-
-
-@dataclass(frozen=True)
-class LoSAConfig:
-    """Model hyper-parameters; ``to_dict()`` / ``from_dict()`` round-trip through JSON checkpoints.
-
-    ``tapped_layers`` / ``last_layer`` are 1-based backbone block indices (as stored, ``layer_%02d``);
-    ``cells = t_sub * grid * grid`` tokens per step; ``adapter_dim`` None means ``channels // 4``;
-    ``short_window`` is the half-width (in steps) of the short adapter's window; ``long_window`` None
-    means global attention in the long adapter, else a band of that half-width.
-    """
-
-    mode: str = "losa"
-    tapped_layers: tuple[int, ...] = ()
-    last_layer: int = 12
-    channels: int = 768
-    cells: int = 1
-    grid: int = 1
-    t_sub: int = 1
-    num_classes: int = 20
-    adapters: str = "both"
-    adapter_dim: int | None = None
-    adapter_heads: int = 4
-    short_window: int = 2
-    long_window: int | None = None
-    long_mlp_ratio: float = 2.0
-    fusion: str = "gated"
-    dropout: float = 0.0
-    # "sequence": subtract each input layer's mean over the valid steps of the sequence (the whole
-    # video at inference) before anything else — removes per-video offsets (lighting, background)
-    # that dominate weak features such as a random-weight backbone's; "none": features as stored.
-    input_norm: str = "none"
-    head: HeadConfig = field(default_factory=HeadConfig)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tapped_layers", tuple(int(v) for v in self.tapped_layers))
-        if isinstance(self.head, Mapping):
-            object.__setattr__(self, "head", HeadConfig.from_dict(self.head))
-        dim = self.dim
-        checks = [
-            ("mode", self.mode in MODES),
-            ("adapters", self.adapters in ADAPTER_CHOICES),
-            ("fusion", self.fusion in FUSION_MODES),
-            ("tapped_layers", self.mode == "head-only" or len(self.tapped_layers) > 0),
-            ("tapped_layers", len(set(self.tapped_layers)) == len(self.tapped_layers)),
-            ("tapped_layers", all(v >= 1 for v in self.tapped_layers)),
-            ("last_layer", self.last_layer >= 1),
-            ("channels", self.channels >= 1),
-            ("cells", self.cells == self.t_sub * self.grid * self.grid),
-            ("grid", self.grid >= 1),
-            ("t_sub", self.t_sub >= 1),
-            ("num_classes", self.num_classes >= 1),
-            ("adapter_dim", dim >= 1 and dim % max(self.adapter_heads, 1) == 0),
-            ("adapter_heads", self.adapter_heads >= 1),
-            ("short_window", self.short_window >= 0),
-            ("long_window", self.long_window is None or self.long_window >= 0),
-            ("long_mlp_ratio", self.long_mlp_ratio > 0),
-            ("dropout", 0.0 <= self.dropout < 1.0),
-            ("input_norm", self.input_norm in ("none", "sequence")),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"invalid model setting {name}={getattr(self, name)!r}")
-
-    @property
-    def dim(self) -> int:
-        """Adapter width ``d``."""
-        return self.adapter_dim if self.adapter_dim is not None else max(1, self.channels // 4)
-
-    @property
-    def branches(self) -> tuple[str, ...]:
-        return ADAPTER_CHOICES[self.adapters]
-
-    @property
-    def required_layers(self) -> tuple[int, ...]:
-        """Layers that ``feats`` must contain for this mode (tapped layers, then the last layer)."""
-        taps = () if self.mode == "head-only" else self.tapped_layers
-        return tuple(dict.fromkeys([*taps, self.last_layer]))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["tapped_layers"] = list(self.tapped_layers)
-        d["head"] = self.head.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LoSAConfig:
-        """Build from a (possibly partial) mapping; unknown keys raise ValueError."""
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in d if k not in names)
-        if unknown:
-            raise ValueError(f"unknown model setting(s): {', '.join(unknown)}")
-        if "head" in d:
-            d["head"] = HeadConfig.from_dict(d["head"])
-        return cls(**d)
 
 
 class TALOutput(NamedTuple):
@@ -169,7 +70,8 @@ class TALModel(nn.Module):
             if "short" in cfg.branches:
                 self.short_adapters = nn.ModuleDict({
                     k: ShortRangeAdapter(
-                        c, d, cfg.adapter_heads, cfg.short_window, cfg.grid, cfg.t_sub, cfg.dropout
+                        c, d, cfg.adapter_heads, cfg.short_window, cfg.grid, cfg.t_sub, cfg.dropout,
+                        mode=cfg.short_mode,
                     )
                     for k in keys
                 })

@@ -13,106 +13,17 @@ point table.  Outputs of a video do not depend on the padding that follows it (s
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losa.head.blocks import LayerNorm, MaskedConv1D, Scale, TransformerBlock
+from losa.head.config import THUMOS_RANGES, HeadConfig  # noqa: F401  (re-exported)
 
 __all__ = ["HeadConfig", "ActionFormerHead", "PredictionHead", "make_points"]
-
-THUMOS_RANGES: tuple[tuple[float, float], ...] = (
-    (0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000),
-)
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Hyper-parameters of the ActionFormer head (defaults: the THUMOS-14 recipe).
-
-    ``window`` is the local attention window (half-width ``window // 2``; 0 = global attention).
-    ``regression_ranges`` (one ``(lo, hi)`` per level, level-0 grid units) bound the largest
-    distance from a point to the boundaries of the action it is asked to regress.
-    ``max_seq_len`` is only a default length for callers (e.g. training crops / tracing); the head
-    itself accepts any length.
-    """
-
-    embd_dim: int = 512
-    embd_kernel: int = 3
-    n_embd_layers: int = 2
-    n_stem: int = 2
-    n_levels: int = 6
-    n_heads: int = 4
-    window: int = 19
-    scale_factor: int = 2
-    fpn_dim: int = 512
-    head_dim: int = 512
-    head_kernel: int = 3
-    n_head_layers: int = 3
-    regression_ranges: tuple[tuple[float, float], ...] = THUMOS_RANGES
-    center_sample: str = "radius"
-    center_radius: float = 1.5
-    prior_prob: float = 0.01
-    dropout: float = 0.0
-    path_drop: float = 0.1
-    with_ln: bool = True
-    max_seq_len: int = 2304
-    train_label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        ranges = tuple((float(lo), float(hi)) for lo, hi in self.regression_ranges)
-        object.__setattr__(self, "regression_ranges", ranges)
-        checks = [
-            ("embd_dim", self.embd_dim >= 1 and self.embd_dim % self.n_heads == 0),
-            ("embd_kernel", self.embd_kernel >= 1 and self.embd_kernel % 2 == 1),
-            ("n_embd_layers", self.n_embd_layers >= 1),
-            ("n_stem", self.n_stem >= 0),
-            ("n_levels", self.n_levels >= 1),
-            ("n_heads", self.n_heads >= 1),
-            ("window", self.window >= 0),
-            ("scale_factor", self.scale_factor >= 2 and self.scale_factor % 2 == 0),
-            ("fpn_dim", self.fpn_dim >= 1),
-            ("head_dim", self.head_dim >= 1),
-            ("head_kernel", self.head_kernel >= 1 and self.head_kernel % 2 == 1),
-            ("n_head_layers", self.n_head_layers >= 1),
-            ("regression_ranges", len(ranges) == self.n_levels and all(lo <= hi for lo, hi in ranges)),
-            ("center_sample", self.center_sample in ("radius", "none")),
-            ("center_radius", self.center_radius > 0),
-            ("prior_prob", 0.0 < self.prior_prob < 1.0),
-            ("dropout", 0.0 <= self.dropout < 1.0),
-            ("path_drop", 0.0 <= self.path_drop < 1.0),
-            ("max_seq_len", self.max_seq_len >= 1),
-            ("train_label_smoothing", 0.0 <= self.train_label_smoothing < 1.0),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"invalid head setting {name}={getattr(self, name)!r}")
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        """Stride of every pyramid level in level-0 steps: (1, 2, 4, ...)."""
-        return tuple(self.scale_factor**lvl for lvl in range(self.n_levels))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["regression_ranges"] = [list(r) for r in self.regression_ranges]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> HeadConfig:
-        """Build from a (possibly partial) mapping; unknown keys raise ValueError."""
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in d if k not in names)
-        if unknown:
-            raise ValueError(f"unknown head setting(s): {', '.join(unknown)}")
-        return cls(**d)
 
 
 def make_points(
