@@ -3,6 +3,7 @@
     losa-bench extract [VIDEO_DIR] --preset vit-g --resolution 224 [--videos N --seconds S]
                        [--peak-tflops 790] [--out report.json|report.md]
     losa-bench train [--preset vit-g --steps 2304 --backbone vit-s] [--out report.md]
+    losa-bench gpu [--tiny] [--peak-tflops 790] [--compile] [--out gpu.json]
 """
 
 from __future__ import annotations
@@ -111,6 +112,60 @@ def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: 
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        else:
+            out.write_text(result["markdown"])
+        click.echo(f"wrote {out}")
+
+
+@main.command("gpu")
+@click.option("--tiny", is_flag=True, help="Tiny shapes (tiny backbone, 32² clips, 64 steps): runs on a CPU in seconds.")
+@click.option("--preset", default=None, help="Backbone of the extraction part (default vit-g; tiny with --tiny).")
+@click.option("--steps", "num_steps", default=None, type=int, help="Training steps per video (default 2304).")
+@click.option("--channels", default=None, type=int, help="Stored width for the training part (default 1408).")
+@click.option("--depths", default=None, help="Encoder depths of the training part (default 12,24,40).")
+@click.option("--batch-clips", default=None, type=int, help="Extraction batch (default 32).")
+@click.option("--videos", "video_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of videos to extract (default: synthetic ones, which need PyAV to write).")
+@click.option("--parts", default="extract,reference,train", show_default=True)
+@click.option("--peak-tflops", type=float, default=None, help="Device's dense bf16 peak, for the MFU (H100/H200: 790).")
+@click.option("--compile", "compile_", is_flag=True, help="Also time the backbone under torch.compile.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result as JSON (.json) or markdown.")
+def gpu(tiny: bool, preset: str | None, num_steps: int | None, channels: int | None, depths: str | None,
+        batch_clips: int | None, video_dir: Path | None, parts: str, peak_tflops: float | None,
+        compile_: bool, device: str, out: Path | None) -> None:
+    """One-GPU check: ViT-g bf16 extraction (clips/s, TFLOP/s, MFU, full/backbone), fp32 reference
+    recipe, LoSA / head-only training step time and peak memory over encoder depths, SDPA backend."""
+    import json
+
+    from stages.tools.bench_gpu import GpuCheckSpec, bench_gpu
+
+    try:
+        if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):
+            raise StageError(f"--out {out}: use a .json or .md file name")
+        spec = GpuCheckSpec.tiny() if tiny else GpuCheckSpec()
+        for name, value in (("preset", preset), ("num_steps", num_steps), ("channels", channels),
+                            ("batch_clips", batch_clips)):
+            if value is not None:
+                setattr(spec, name, value)
+        if depths is not None:
+            try:
+                spec.depths = tuple(int(d) for d in depths.split(",") if d.strip())
+            except ValueError:
+                raise StageError(f"--depths {depths!r}: give comma-separated integers") from None
+            if not spec.depths or min(spec.depths) < 5:
+                raise StageError("--depths: each depth must be >= 5 (4 taps + the last block)")
+        result = bench_gpu(spec, device=device, peak_tflops=peak_tflops, compile=compile_, videos=video_dir,
+                           parts=[p.strip() for p in parts.split(",") if p.strip()],
+                           progress=lambda m: click.echo(m, err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageFailure(str(exc)) from None
+    click.echo(result["markdown"], nl=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=1,
+                                      default=str) + "\n")
         else:
             out.write_text(result["markdown"])
         click.echo(f"wrote {out}")

@@ -26,6 +26,7 @@ import numpy as np
 from stages.extract.decode import iter_clip_batches, probe_video
 from stages.extract.run import ClipEncoder, discover_videos, run_extract
 from stages.extract.config import ExtractConfig
+from stages.errors import StageError
 
 __all__ = ["BenchResult", "bench_extract", "make_synthetic_videos", "to_markdown", "write_report"]
 
@@ -110,8 +111,12 @@ def bench_extract(
     video_size: int | None = None,
     peak_tflops: float | None = None,
     workdir: Path | None = None,
+    prepare=None,
 ) -> BenchResult:
-    """Run the three measurements (see module docstring) and return a `BenchResult`."""
+    """Run the three measurements (see module docstring) and return a `BenchResult`.
+
+    `prepare(encoder)` is called on the built `ClipEncoder` before anything is timed (e.g. to
+    `torch.compile` its blocks)."""
     from losa.encoder.backbone import flops_per_clip
 
     with tempfile.TemporaryDirectory(prefix="losa-bench-", dir=workdir) as tmp:
@@ -124,11 +129,13 @@ def bench_extract(
             if not paths:
                 raise FileNotFoundError(f"no videos found in {videos}")
         encoder = ClipEncoder(cfg)
+        if prepare is not None:
+            prepare(encoder)
         decoded, decode_rate = _decode_rate(cfg, paths)
         backbone_rate = _backbone_rate(encoder, cfg, min_clips=decoded)  # as many clips as the full run
         summary = run_extract(cfg, paths, tmp / "bench.zarr", progress=False, encoder=encoder)
         if summary.failed:
-            raise ValueError(f"benchmark extraction failed for: {', '.join(summary.failed_videos)}")
+            raise StageError(f"benchmark extraction failed for: {', '.join(summary.failed_videos)}")
         full_rate = summary.clips_per_second
     bb = cfg.backbone
     used_depth = max(cfg.all_layers)
@@ -184,4 +191,4 @@ def write_report(res: BenchResult, out: Path) -> None:
     elif out.suffix.lower() in (".md", ".markdown"):
         out.write_text(to_markdown(res), encoding="utf-8")
     else:
-        raise ValueError(f"--out {out}: use a .json or .md file name")
+        raise StageError(f"--out {out}: use a .json or .md file name")
