@@ -4,6 +4,11 @@ Example::
 
     losa-eval --predictions results.json --annotations thumos14_test_annotations/ \\
               --subset test --preset thumos14 --exclude-policy actionformer --out metrics.json
+
+ActivityNet protocol (class-agnostic detections + external video-level scores, docs/activitynet.md)::
+
+    losa-eval --results dets.json --annotations activity_net.v1-3.min.json --subset validation \
+              --classifier-scores cuhk_val_simp_share.json --fusion-topk 2 --fusion-formula sqrt
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 import click
 
 from losa.metrics.detection import TIOU_PRESETS, resolve_tious
+from losa.post.fusion import FUSION_FORMULAS
 from pipeline.config import load_params, merge_cli, section
 from pipeline.errors import handle_user_errors
 from stages.data.annotations import THUMOS_POLICIES, load_annotations, thumos_exclusions
@@ -40,15 +46,16 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="ActivityNet results JSON {'results': {video: [{label, score, segment}]}}.")
+@click.option("--predictions", "--results", "predictions", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="ActivityNet results JSON {'results': {video: [{label, score, segment}]}}.")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Instead of --predictions: a training run; its model detects actions in the "
                    "stored videos of --subset first.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="With --run: the activation store (default: the one the run was trained on).")
 @click.option("--predictions-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --run: write the detections (ActivityNet results JSON) here.")
+              help="With --run: write the detections (ActivityNet results JSON) here; with "
+                   "--classifier-scores: the fused detections.")
 @click.option("--device", default="auto", show_default=True, help="With --run: auto, cpu, cuda.")
 @click.option("--annotations", type=click.Path(path_type=Path), default=None,
               help="ActivityNet JSON, THUMOS-14 annotation folder, or CSV (default with --run: the "
@@ -71,6 +78,18 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
 @click.option("--strict", is_flag=True, default=False,
               help="Refuse results holding videos absent from the ground truth (default: score "
                    "their detections as false positives, as the official evaluator, and warn).")
+@click.option("--classifier-scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Video-level class scores JSON {'class': [names], 'results': {video: [scores]}}: "
+                   "label each (class-agnostic) detection with the video's top classes first.")
+@click.option("--fusion-topk", type=click.IntRange(1), default=2, show_default=True,
+              help="With --classifier-scores: classes paired with every segment.")
+@click.option("--fusion-formula", type=click.Choice(list(FUSION_FORMULAS)), default="sqrt",
+              show_default=True, help="With --classifier-scores: sqrt = sqrt(class x segment score) "
+                                      "(ActionFormer), product, or segment (segment score only).")
+@click.option("--fusion-softmax/--no-fusion-softmax", default=False, show_default=True,
+              help="With --classifier-scores: softmax the class scores first (raw logits).")
+@click.option("--fusion-max-segments", type=click.IntRange(0), default=0, show_default=True,
+              help="With --classifier-scores: best segments per video kept before fusion (0: all).")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="params.yaml whose 'evaluate' section supplies defaults.")
 @click.pass_context
@@ -91,6 +110,13 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
     if run_dir is None and annotations is None:
         raise click.UsageError("--annotations is required with --predictions")
     thresholds = resolve_tious(tious, preset)
+    scores_file = opts["classifier_scores"]
+    if run_dir is not None and scores_file is None:
+        from stages.rundir import read_run_info
+
+        if read_run_info(run_dir).get("train_cfg", {}).get("class_agnostic"):
+            raise click.UsageError(f"run {run_dir} is class-agnostic: pass --classifier-scores FILE "
+                                   f"(video-level class scores) to label its detections")
     if run_dir is not None:
         from stages.infer.predict import SubsetRequired, predict_run
 
@@ -100,6 +126,8 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
                 classes=classes, fmt=fmt, device=opts["device"], predictions_out=opts["predictions_out"])
         except SubsetRequired as exc:
             raise click.UsageError(f"--subset is required: the annotations have subsets {exc.subsets}") from None
+    if scores_file is not None:
+        predictions = _fuse(predictions, scores_file, annotations, classes, fmt, opts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,
@@ -112,6 +140,23 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
     click.echo(format_table(metrics))
     if out is not None:
         click.echo(f"metrics written to {out}")
+
+
+def _fuse(predictions: Path | Mapping, scores_file: Path, annotations: Path, classes: Path | None,
+          fmt: str, opts: Mapping) -> dict:
+    """Detections relabelled with the classifier scores (written to --predictions-out if given)."""
+    from stages.infer.fusion import FusionSettings, fuse_predictions
+    from storage.atomic import atomic_write_json
+
+    settings = FusionSettings(topk=opts["fusion_topk"], formula=opts["fusion_formula"],
+                              softmax=opts["fusion_softmax"], max_segments=opts["fusion_max_segments"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # run_eval reports the annotation warnings once
+        ann_classes = load_annotations(annotations, classes, fmt).classes
+    fused = fuse_predictions(predictions, scores_file, settings, ann_classes)
+    if opts["predictions_out"] is not None:
+        atomic_write_json(opts["predictions_out"], fused, indent=None)
+    return fused
 
 
 if __name__ == "__main__":  # pragma: no cover

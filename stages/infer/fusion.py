@@ -31,7 +31,7 @@ import numpy as np
 from losa.post.fusion import FUSION_FORMULAS, fuse_video
 
 __all__ = ["ClassifierScores", "ClassifierScoresError", "FusionSettings", "agnostic_annotations",
-           "fuse_results", "load_classifier_scores"]
+           "fuse_predictions", "fuse_results", "load_classifier_scores"]
 
 
 class ClassifierScoresError(ValueError):
@@ -151,6 +151,9 @@ def fuse_results(results: Mapping[str, Any], scores: ClassifierScores,
     fused: dict[str, list[dict[str, Any]]] = {}
     for vid, dets in per_video.items():
         cls_scores = scores.lookup(str(vid))
+        if settings.formula == "sqrt" and not settings.softmax and np.any(cls_scores < 0):
+            raise ClassifierScoresError(f"{scores.source or 'classifier scores'}: video {vid} has "
+                                        f"negative class scores (logits?): use softmax or another formula")
         seg_scores = np.asarray([float(d["score"]) for d in dets], dtype=np.float64)
         if not len(dets):
             fused[vid] = []
@@ -174,3 +177,25 @@ def agnostic_annotations(annotations: Any, name: str = "action") -> Any:
     videos = {vid: replace(a, segments=[(s, e, name) for s, e, _ in a.segments])
               for vid, a in annotations.videos.items()}
     return replace(annotations, videos=videos, classes=[name])
+
+
+def fuse_predictions(predictions: str | Path | Mapping[str, Any], scores_file: str | Path,
+                     settings: FusionSettings = FusionSettings(),
+                     classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """`fuse_results` for a results file (or dict) and a classifier-scores file; ``classes``: the
+    annotations' classes (class order of score lists without names, and the check that every
+    class of the scores file is known)."""
+    if isinstance(predictions, Mapping):
+        results = predictions
+    else:
+        path = Path(predictions)
+        if not path.is_file():
+            raise FileNotFoundError(f"predictions file not found: {path}")
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ClassifierScoresError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(results, Mapping):
+            raise ClassifierScoresError(f"{path}: top level is not an object")
+    scores = load_classifier_scores(scores_file, classes)
+    return fuse_results(results, scores, settings, known_classes=classes)

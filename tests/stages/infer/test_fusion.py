@@ -64,3 +64,21 @@ def test_missing_video_and_unknown_class(tmp_path):
         fuse_results(RESULTS, scores, known_classes=["Jump"])
     with pytest.raises(ValueError, match="formula"):
         FusionSettings(formula="mean")
+
+
+def test_negative_scores_need_softmax_for_sqrt(tmp_path):
+    scores = load_classifier_scores(_write(tmp_path, {"class": ["Run", "Jump"],
+                                                      "results": {"vid_a": [-1.0, 2.0], "vid_b": [0, 0]}}))
+    with pytest.raises(ClassifierScoresError, match="video vid_a has negative class scores"):
+        fuse_results(RESULTS, scores)
+    out = fuse_results(RESULTS, scores, FusionSettings(topk=1, softmax=True))
+    assert out["results"]["vid_a"][0]["label"] == "Jump"
+
+
+def test_fuse_predictions_reads_the_results_file(tmp_path):
+    from stages.infer.fusion import fuse_predictions
+
+    dets = _write(tmp_path, RESULTS, "dets.json")
+    scores = _write(tmp_path, {"results": {"vid_a": [0.2, 0.8], "vid_b": [1, 0]}})
+    out = fuse_predictions(dets, scores, FusionSettings(topk=1), classes=["Run", "Jump"])
+    assert [d["label"] for d in out["results"]["vid_a"]] == ["Jump", "Jump"]
