@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from losa.post.fusion import FUSION_FORMULAS
 from pipeline.errors import handle_user_errors
 
 __all__ = ["format_detections", "main", "plot_paths"]
@@ -86,20 +87,40 @@ def _ground_truth(annotations: Path | None, video_ids: Sequence[str]) -> dict[st
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1),
               help="Videos per model batch.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--classifier-scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Video-level class scores JSON {'class': [names], 'results': {video: [scores]}} "
+                   "(video ids as printed): label each detection with the video's top classes.")
+@click.option("--fusion-topk", type=click.IntRange(1), default=2, show_default=True,
+              help="With --classifier-scores: classes paired with every segment.")
+@click.option("--fusion-formula", type=click.Choice(list(FUSION_FORMULAS)), default="sqrt",
+              show_default=True, help="With --classifier-scores: sqrt(class x segment score), "
+                                      "product, or segment.")
+@click.option("--fusion-softmax/--no-fusion-softmax", default=False, show_default=True,
+              help="With --classifier-scores: softmax the class scores first (raw logits).")
 @handle_user_errors
 def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path | None,
          annotations: Path | None, min_score: float, top_k: int, device: str,
-         checkpoint: Path | None, cache_store: Path | None, batch_size: int, progress: bool) -> None:
+         checkpoint: Path | None, cache_store: Path | None, batch_size: int, progress: bool,
+         classifier_scores: Path | None = None, fusion_topk: int = 2, fusion_formula: str = "sqrt",
+         fusion_softmax: bool = False) -> None:
     """Detect actions in VIDEO... (files or folders) with the trained model of --run."""
+    from stages.data.dataset import AGNOSTIC_CLASS
     from stages.infer.detect import detect
     from stages.tools.plot import plot_timeline, select_detections
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        payload = detect(list(videos), run_dir, out_json=out, cache_store=cache_store, device=device,
+        payload = detect(list(videos), run_dir, out_json=out if classifier_scores is None else None,
+                         cache_store=cache_store, device=device,
                          batch_size=batch_size, checkpoint=checkpoint, progress=progress)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
+    if classifier_scores is not None:
+        payload = _fuse(payload, run_dir, classifier_scores, fusion_topk, fusion_formula, fusion_softmax,
+                        out)
+    elif payload["external_data"]["classes"] == [AGNOSTIC_CLASS]:
+        click.echo(f"warning: {run_dir} is class-agnostic: every detection is labelled "
+                   f"'{AGNOSTIC_CLASS}' (pass --classifier-scores to name the classes)", err=True)
     results, meta = payload["results"], payload["external_data"]["videos"]
     classes = payload["external_data"]["classes"]
     gt = _ground_truth(annotations, list(results))
@@ -115,6 +136,24 @@ def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path |
     if pngs:
         where = next(iter(pngs.values())) if len(pngs) == 1 else next(iter(pngs.values())).parent
         click.echo(f"timeline plot(s) written to {where}")
+
+
+def _fuse(payload: dict, run_dir: Path, scores_file: Path, topk: int, formula: str, softmax: bool,
+          out: Path | None) -> dict:
+    """The detect payload relabelled with the classifier scores (written to ``out`` if given)."""
+    from stages.infer.fusion import FusionSettings, fuse_results, load_classifier_scores
+    from stages.rundir import read_run_info
+    from storage.atomic import atomic_write_json
+
+    info = read_run_info(run_dir)
+    known = info.get("dataset_classes") or info["classes"]
+    scores = load_classifier_scores(scores_file, known)
+    fused = fuse_results(payload, scores, FusionSettings(topk=topk, formula=formula, softmax=softmax),
+                         known_classes=known)
+    fused["external_data"]["classes"] = list(scores.classes)
+    if out is not None:
+        atomic_write_json(out, fused)
+    return fused
 
 
 if __name__ == "__main__":  # pragma: no cover
