@@ -104,6 +104,15 @@ def _as_error(exc: ValidationError, cls: type, what: str, error: type[Exception]
         inner = err["ctx"]["error"]
         return inner if isinstance(inner, error) else error(str(inner))
     if kind == "unexpected_keyword_argument":
+        owner = cls  # a key of a nested settings mapping (train.nms.sigmaa) is named inside it
+        for part in err["loc"][:-1]:
+            sub = getattr(owner, "__pydantic_fields__", {}).get(str(part))
+            owner = sub.annotation if sub is not None and dataclasses.is_dataclass(sub.annotation) else None
+            if owner is None:
+                break
+        if owner is not None and owner is not cls:
+            sub_what = getattr(owner, "__knob_what__", what)
+            return error(unknown_key(str(err["loc"][-1]), field_names(owner), f"{sub_what} setting"))
         return error(unknown_key(loc, field_names(cls), f"{what} setting"))
     if kind == "literal_error":
         return error(f"{what} setting {loc} {value!r} is not one of: {_choices_text(err['ctx']['expected'])}")
