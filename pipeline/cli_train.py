@@ -28,6 +28,7 @@ from pipeline.errors import CliError, handle_user_errors
 __all__ = ["main", "parse_layer_list"]
 
 MODEL_OPTIONS = ("mode", "layers", "last_layer", "adapters", "fusion")
+PROTOCOL_OPTIONS = ("resample_steps", "class_agnostic")  # ActivityNet protocol (docs/activitynet.md)
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "max_seq_len", "seed",
                  "ema_decay", "amp", "num_workers", "eval_every", "cache_features", "device")
 
@@ -74,6 +75,11 @@ def parse_layer_list(text: str | None) -> list[int] | None:
               help="Validate every N epochs (0: only at the end; needs --val-subset).")
 @click.option("--cache-features/--no-cache-features", default=False, show_default=True,
               help="Keep every video's features in RAM after the first read.")
+@click.option("--resample-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Resample every video to this many steps (linear; ActivityNet protocol: 192 or "
+                   "128; 0 keeps each video's own length). Recorded; prediction does the same.")
+@click.option("--class-agnostic/--no-class-agnostic", default=False, show_default=True,
+              help="Train one 'action' class (label detections later with --classifier-scores).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--allow-missing", is_flag=True, help="Skip annotated videos absent from the store (warn).")
@@ -99,7 +105,8 @@ def main(ctx: click.Context, params_file: Path | None, **cli: Any) -> None:
         model_cfg["tapped_layers"] = layers
     if opts["last_layer"] is not None:
         model_cfg["last_layer"] = opts["last_layer"]
-    tcfg = TrainConfig.from_dict({**opts.get("_train_extra", {}), **{k: opts[k] for k in TRAIN_OPTIONS},
+    tcfg = TrainConfig.from_dict({**opts.get("_train_extra", {}),
+                                  **{k: opts[k] for k in (*TRAIN_OPTIONS, *PROTOCOL_OPTIONS)},
                                   "nms": nms})
     try:
         result = train(opts["store"], opts["annotations"], opts["out"], model_cfg, tcfg,

@@ -56,3 +56,39 @@ def test_class_agnostic_with_oracle_scores_matches_or_beats_per_class(tmp_path):
     assert m_per_class > 0.05                                 # both actually learned something
     # measured (data seed 3): per-class 0.43, class-agnostic + oracle fusion 0.49
     assert m_fused >= m_per_class - 1e-9, (m_fused, m_per_class)
+
+
+@pytest.mark.slow
+def test_cli_train_and_eval_run_with_classifier_scores(tmp_path):
+    """losa-train --class-agnostic --resample-steps, then losa-eval --run --classifier-scores."""
+    import yaml
+    from click.testing import CliRunner
+
+    from pipeline.cli_eval import main as eval_main
+    from pipeline.cli_train import main as train_main
+
+    data = make_synthetic_store(tmp_path / "f.zarr", num_videos=5, num_steps=(40, 70), channels=16,
+                                layers=(4, 8), num_classes=3, seed=1, val_videos=2)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {
+        "epochs": 1, "batch_size": 2, "seed": 1, "resample_steps": 64, "class_agnostic": True,
+        "model": {"mode": "head-only", "head": TINY_HEAD}}}))
+    run = tmp_path / "run"
+    res = CliRunner().invoke(train_main, [
+        "--store", str(data.store), "--annotations", str(data.annotations), "--out", str(run),
+        "--params", str(params), "--max-seq-len", "64", "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["train_cfg"]["resample_steps"] == 64 and info["train_cfg"]["class_agnostic"] is True
+    ann = load_annotations(data.annotations)
+    val = ann.videos_in("validation")
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"class": data.classes, "results": {
+        v: list(np.linspace(0.1, 0.9, len(data.classes))) for v in val}}))
+    dets = tmp_path / "fused.json"
+    res = CliRunner().invoke(eval_main, ["--run", str(run), "--subset", "validation", "--device", "cpu",
+                                         "--classifier-scores", str(scores), "--predictions-out", str(dets)])
+    assert res.exit_code == 0, res.output
+    fused = json.loads(dets.read_text())["results"]
+    labels = {d["label"] for v in val for d in fused[v]}
+    assert labels <= set(data.classes[-2:])              # the two best classes of every video
