@@ -4,7 +4,8 @@ Every adapter reads cached activations of one tapped layer, ``tokens [B, T, cell
 ``cells = t_sub * grid * grid`` (t-major), and ``mask [B, T]`` (True = valid step); padded steps never
 influence valid outputs and come out as exact zeros.
 
-* ``short.py`` - :class:`ShortRangeAdapter`: fine local context from the tokens of steps t-w..t+w.
+* ``short.py`` - :class:`ShortRangeAdapter`: fine local context from the tokens of steps t-w..t+w
+  (space-time layout aware by default: motion direction; ``mode="pooled"`` is the first design).
 * ``long.py`` - :class:`LongRangeAdapter`: one token per step, masked self-attention (long range).
 * ``side.py`` - :class:`SideAdapter`: the AdaTAD-style side adapter baseline.
 * ``fusion.py`` - the Long-Short-range gated fusion (and sum / sigmoid / concat alternatives).
