@@ -9,14 +9,18 @@ all classes by a weight of their IoU with it:
 * ``"hard"``:     ``w = 0`` if ``iou > iou_threshold`` else 1 (classic NMS).
 
 Segments whose score falls below ``min_score`` are discarded.  Because scores only decrease, the
-selection order is non-increasing, so the loop stops after ``max_num`` selections without changing
-the result.  Cost: O(max_num * N).
+selection order is non-increasing, so selection stops after ``max_num`` selections without changing
+the result.  The selection runs vectorised in rounds (:func:`losa.post.softnms.soft_nms_rounds`:
+every candidate that beats all its conflicting neighbours at once — exact, see there); the greedy
+reference loop (``algorithm="greedy"``, O(max_num * N) Python iterations) gives the same result.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from losa.post.softnms import soft_nms_greedy, soft_nms_rounds
 
 __all__ = ["soft_nms", "segment_iou", "seg_voting", "NMS_METHODS"]
 
@@ -58,13 +62,15 @@ def soft_nms(
     max_num: int = 200,
     multiclass: bool = True,
     voting_thresh: float = 0.0,
+    algorithm: str = "rounds",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Soft-NMS over candidate segments ``[N, 2]`` (start, end) with ``scores [N]`` and ``labels [N]``.
 
     Returns ``(segments [n, 2], scores [n], labels [n])`` sorted by decreasing (decayed) score, at most
     ``max_num`` rows (``max_num <= 0``: no cap), on the CPU.  ``voting_thresh > 0`` refines the kept
     segments by :func:`seg_voting` against all input candidates; as in ActionFormer this is applied
-    only to class-agnostic NMS (``multiclass=False``) and ignored otherwise.
+    only to class-agnostic NMS (``multiclass=False``) and ignored otherwise.  ``algorithm``:
+    ``"rounds"`` (vectorised, default) or ``"greedy"`` (the reference loop); both give one result.
     """
     if method not in NMS_METHODS:
         raise ValueError(f"unknown NMS method {method!r}; choose from {', '.join(NMS_METHODS)}")
@@ -75,43 +81,18 @@ def soft_nms(
     n = segments.shape[0]
     if scores.shape != (n,) or labels.shape != (n,):
         raise ValueError(f"scores and labels must be [{n}], got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    if algorithm not in ("rounds", "greedy"):
+        raise ValueError(f"unknown soft-NMS algorithm {algorithm!r} (rounds or greedy)")
     if n == 0:
         return _empty(labels)
 
     segs = segments.detach().float().cpu()
     orig = scores.detach().float().cpu()
     labels = labels.detach().cpu()
-    work = orig.clone()
-    starts, ends = segs[:, 0], segs[:, 1]
-    lens = (ends - starts).clamp(min=0)
-    alive = work >= min_score
-    limit = n if max_num <= 0 else min(max_num, n)
-    neg_inf = torch.tensor(float("-inf"))
-    keep_idx: list[int] = []
-    keep_score: list[float] = []
-    while len(keep_idx) < limit:
-        cand = torch.where(alive, work, neg_inf)
-        i = int(torch.argmax(cand))
-        if not alive[i]:
-            break
-        keep_idx.append(i)
-        keep_score.append(float(work[i]))
-        alive[i] = False
-        inter = (torch.minimum(ends, ends[i]) - torch.maximum(starts, starts[i])).clamp(min=0)
-        iou = inter / (lens + lens[i] - inter).clamp(min=1e-8)
-        if multiclass:
-            iou = iou * (labels == labels[i]).float()
-        if method == "gaussian":
-            weight = torch.exp(-(iou * iou) / sigma)
-        elif method == "linear":
-            weight = torch.where(iou > iou_threshold, 1.0 - iou, torch.ones_like(iou))
-        else:
-            weight = (iou <= iou_threshold).float()
-        work = work * weight
-        alive &= (work >= min_score) & (weight > 0)
-
-    idx = torch.tensor(keep_idx, dtype=torch.long)
-    out_scores = torch.tensor(keep_score, dtype=torch.float32)
+    groups = labels.long() if multiclass else torch.zeros(n, dtype=torch.long)
+    core = soft_nms_rounds if algorithm == "rounds" else soft_nms_greedy
+    idx, out_scores = core(segs, orig, groups, method=method, iou_threshold=iou_threshold,
+                           sigma=sigma, min_score=min_score, max_num=max_num)
     out_segs = segs[idx]
     if voting_thresh > 0 and not multiclass:
         out_segs = seg_voting(out_segs, segs, orig, voting_thresh)

@@ -1,0 +1,170 @@
+"""Soft-NMS selection cores: a vectorised exact one (default) and the greedy reference loop.
+
+Both return ``(kept indices [n], kept scores [n])`` in selection order for candidates ``segs [N, 2]``
+(float32, CPU), ``scores [N]`` and ``groups [N]`` (candidates interact only inside a group: the label
+for per-class NMS, one group for class-agnostic NMS).  The decay weight of a pair is computed with the
+same float32 expressions in both (:func:`pair_weights`).
+
+**Why rounds are exact.**  Greedy Soft-NMS takes the best remaining candidate and decays the others
+by ``w(IoU)``.  Call ``i`` and ``j`` *in conflict* when ``w_ij < 1`` (same group, overlapping for the
+gaussian, IoU above the threshold for linear / hard).  A remaining candidate that beats every remaining
+candidate it conflicts with (higher score, ties to the lower index) is taken by the greedy loop
+before any of them and with its current score: only a conflicting candidate's selection could lower
+it, and their scores only fall.  So every such local maximum is selected at once, and every
+remaining neighbour is decayed by the product of the weights of the selected neighbours (the same
+factors greedy applies, multiplied in another order: equal up to float32 rounding, ~1e-7 relative).
+Rounds repeat on the pairs still alive; their number is the longest chain of ever-lower conflicting
+candidates, typically tens, against one Python iteration per kept segment for the greedy loop.
+The greedy result is the rounds' selections sorted by (score descending, selection index), cut at
+``max_num``; since later selections never score above the best remaining candidate, rounds stop as
+soon as ``max_num`` selections score above it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["pair_weights", "soft_nms_rounds", "soft_nms_greedy"]
+
+
+def pair_weights(iou: Tensor, method: str, iou_threshold: float, sigma: float) -> Tensor:
+    """Decay weight of each IoU (float32), as the greedy loop applies it."""
+    if method == "gaussian":
+        return torch.exp(-(iou * iou) / sigma)
+    if method == "linear":
+        return torch.where(iou > iou_threshold, 1.0 - iou, torch.ones_like(iou))
+    return (iou <= iou_threshold).float()
+
+
+def _pair_iou(starts: Tensor, ends: Tensor, lens: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    inter = (torch.minimum(ends[b], ends[a]) - torch.maximum(starts[b], starts[a])).clamp(min=0)
+    return inter / (lens[b] + lens[a] - inter).clamp(min=1e-8)
+
+
+def _conflict_pairs(segs: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+    """All pairs ``(a, b)``, ``a != b``, of the same group whose segments overlap (both directions)."""
+    starts, ends = segs[:, 0].double(), segs[:, 1].double()
+    lo = float(min(starts.min(), ends.min()))
+    span = float(max(starts.max(), ends.max())) - lo
+    offset = groups.double() * (2.0 * span + 1.0)              # groups never overlap on this axis
+    key_s, key_e = starts - lo + offset, ends - lo + offset
+    order = torch.argsort(key_s, stable=True)
+    sorted_s = key_s[order]
+    # sorted position p overlaps the later positions p+1 .. stop-1 (start < its end)
+    stop = torch.searchsorted(sorted_s, key_e[order], side="left")
+    pos = torch.arange(order.numel())
+    count = (stop - pos - 1).clamp(min=0)
+    first = torch.repeat_interleave(pos, count)
+    if first.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    base = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    second = first + 1 + (torch.arange(first.numel()) - base)
+    a, b = order[first], order[second]
+    return torch.cat([a, b]), torch.cat([b, a])
+
+
+def soft_nms_rounds(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_threshold: float,
+                    sigma: float, min_score: float, max_num: int) -> tuple[Tensor, Tensor]:
+    """Vectorised exact Soft-NMS (see the module docstring); ``max_num <= 0``: no cap.
+
+    With a cap, only the best candidates by input score take part at first: a candidate of input
+    score below ``tau`` is selected (if ever) with a score below ``tau`` and decays only candidates
+    selected after it, so every selection scoring ``>= tau`` is the same with or without the
+    candidates below ``tau``.  When ``max_num`` selections reach ``tau`` they are the result;
+    otherwise the pool grows (x4) until it holds every candidate.
+    """
+    kw = dict(method=method, iou_threshold=iou_threshold, sigma=sigma, min_score=min_score)
+    n = segs.shape[0]
+    pool = 4 * max_num
+    if max_num <= 0 or n <= pool:
+        return _rounds(segs, scores, groups, max_num=max_num, **kw)
+    ranked = torch.sort(scores, descending=True, stable=True).values
+    while pool < n:
+        tau = ranked[pool - 1]
+        sub = (scores >= tau).nonzero(as_tuple=True)[0]
+        idx, sc = _rounds(segs[sub], scores[sub], groups[sub], max_num=max_num, **kw)
+        if int((sc >= tau).sum()) >= max_num:
+            return sub[idx], sc
+        pool *= 4
+    return _rounds(segs, scores, groups, max_num=max_num, **kw)
+
+
+def _rounds(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_threshold: float,
+            sigma: float, min_score: float, max_num: int) -> tuple[Tensor, Tensor]:
+    """The rounds over all of ``segs`` (see the module docstring)."""
+    n = segs.shape[0]
+    work = scores.clone()
+    starts, ends = segs[:, 0], segs[:, 1]
+    lens = (ends - starts).clamp(min=0)
+    src, dst = _conflict_pairs(segs, groups)
+    w = pair_weights(_pair_iou(starts, ends, lens, src, dst), method, iou_threshold, sigma)
+    keep = w < 1.0
+    src, dst, w = src[keep], dst[keep], w[keep]
+    index = torch.arange(n)
+    alive = work >= min_score
+    limit = n if max_num <= 0 else min(max_num, n)
+    sel_idx: list[Tensor] = []
+    sel_score: list[Tensor] = []
+    taken = 0
+    while bool(alive.any()):
+        live = alive[src] & alive[dst]
+        src, dst, w = src[live], dst[live], w[live]
+        ws, wd = work[src], work[dst]
+        beaten = (wd > ws) | ((wd == ws) & (dst < src))         # dst beats src: src is no local max
+        loser = torch.zeros(n, dtype=torch.bool)
+        loser[src[beaten]] = True
+        chosen = alive & ~loser
+        picked = index[chosen]
+        sel_idx.append(picked)
+        sel_score.append(work[picked])
+        taken += picked.numel()
+        alive &= ~chosen
+        hit = chosen[src] & alive[dst]                          # decay the neighbours of the chosen
+        if bool(hit.any()):
+            d, wh = dst[hit], w[hit]
+            factor = torch.ones(n).scatter_reduce_(0, d, wh, reduce="prod")
+            work = work * factor
+            zero = torch.zeros(n, dtype=torch.bool)
+            zero[d[wh <= 0]] = True
+            alive &= (work >= min_score) & ~zero
+        if taken >= limit and bool(alive.any()):
+            best = work[alive].max()
+            if int((torch.cat(sel_score) > best).sum()) >= limit:
+                break
+    if not sel_idx:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    idx, sc = torch.cat(sel_idx), torch.cat(sel_score)
+    # greedy order: score descending, ties to the lower index (what argmax picks first)
+    order = torch.argsort(idx, stable=True)
+    order = order[torch.argsort(sc[order], descending=True, stable=True)][:limit]
+    return idx[order], sc[order]
+
+
+def soft_nms_greedy(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_threshold: float,
+                    sigma: float, min_score: float, max_num: int) -> tuple[Tensor, Tensor]:
+    """The reference greedy loop: one selection per Python iteration, O(max_num · N)."""
+    n = segs.shape[0]
+    work = scores.clone()
+    starts, ends = segs[:, 0], segs[:, 1]
+    lens = (ends - starts).clamp(min=0)
+    alive = work >= min_score
+    limit = n if max_num <= 0 else min(max_num, n)
+    neg_inf = torch.tensor(float("-inf"))
+    keep_idx: list[int] = []
+    keep_score: list[float] = []
+    while len(keep_idx) < limit:
+        i = int(torch.argmax(torch.where(alive, work, neg_inf)))
+        if not alive[i]:
+            break
+        keep_idx.append(i)
+        keep_score.append(float(work[i]))
+        alive[i] = False
+        inter = (torch.minimum(ends, ends[i]) - torch.maximum(starts, starts[i])).clamp(min=0)
+        iou = inter / (lens + lens[i] - inter).clamp(min=1e-8)
+        iou = iou * (groups == groups[i]).float()
+        weight = pair_weights(iou, method, iou_threshold, sigma)
+        work = work * weight
+        alive &= (work >= min_score) & (weight > 0)
+    return torch.tensor(keep_idx, dtype=torch.long), torch.tensor(keep_score, dtype=torch.float32)
