@@ -62,8 +62,9 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
                    "run's training annotations).")
 @click.option("--classes", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Class list file (one name per line); default: derived from the annotations.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "activitynet", "thumos", "csv"]),
-              default="auto", show_default=True, help="Annotation format.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "activitynet", "thumos", "csv", "epic", "ego4d"]),
+              default="auto", show_default=True,
+              help="Annotation format (epic: EPIC-Kitchens-100 CSV, verb classes; ego4d: Ego4D MQ JSON).")
 @click.option("--subset", default=None,
               help="Subset to evaluate (e.g. testing, validation, test); required when the "
                    "annotations have several.")

@@ -421,7 +421,9 @@ def load_csv(path: str | Path, classes: Sequence[str] | str | Path | None = None
 
 def load_annotations(path: str | Path, classes: Sequence[str] | str | Path | None = None,
                      fmt: str = "auto") -> Annotations:
-    """Load annotations; ``fmt`` "auto" picks THUMOS for a folder, CSV for ``.csv``, else JSON.
+    """Load annotations; ``fmt`` "auto" picks THUMOS for a folder, CSV for ``.csv``, else JSON
+    (EPIC-Kitchens-100 and Ego4D-MQ files and folders are recognised by their names and headers,
+    `stages.data.egocentric`; their label task is the verb for EPIC).
 
     ``classes``: class names, a class-list file (one per line), or None (derived: the file's
     ``classes``, THUMOS class files, or the sorted labels).
@@ -429,11 +431,12 @@ def load_annotations(path: str | Path, classes: Sequence[str] | str | Path | Non
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"annotations not found: {path}")
+    from stages.data import egocentric  # EPIC-Kitchens-100 / Ego4D-MQ layouts (imports this module)
+
     if fmt == "auto":
-        fmt = "thumos" if path.is_dir() else ("csv" if path.suffix.lower() == ".csv" else
-                                              "activitynet")
+        fmt = egocentric.detect_format(path)
     loaders = {"activitynet": load_activitynet_json, "thumos": load_thumos_folder,
-               "csv": load_csv}
+               "csv": load_csv, "epic": egocentric.load_epic_csv, "ego4d": egocentric.load_ego4d_mq}
     if fmt not in loaders:
         raise ValueError(f"unknown annotation format {fmt!r}; valid: auto, {', '.join(loaders)}")
     return loaders[fmt](path, classes)
