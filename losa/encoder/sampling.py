@@ -8,80 +8,17 @@ clips with stride 4 this is (4i + 8)/fps, the offset ActionFormer uses for its r
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
-import numpy as np
 import torch
 from torch import Tensor
+from losa.errors import LosaError
+
+from losa.encoder.clips import ClipSampling  # noqa: F401  (defined there, torch-free)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORM_MODES", "ClipSampling", "normalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_MODES = ("imagenet", "255")
-
-
-@dataclass(frozen=True)
-class ClipSampling:
-    """Where clips start and which frames they read (pure index arithmetic)."""
-
-    frames_per_clip: int = 16
-    frame_step: int = 1
-    clip_stride: int = 4
-
-    def __post_init__(self) -> None:
-        for field in ("frames_per_clip", "frame_step", "clip_stride"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"clip sampling {field} must be a positive int, got {value!r}")
-            object.__setattr__(self, field, int(value))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClipSampling:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = sorted(set(d) - {"frames_per_clip", "frame_step", "clip_stride"})
-        if unknown:
-            raise ValueError(f"unknown clip sampling key(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    def span(self) -> int:
-        """Frames covered by one clip, first to last inclusive."""
-        return (self.frames_per_clip - 1) * self.frame_step + 1
-
-    @staticmethod
-    def _check_frames(num_frames: int) -> int:
-        if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-            raise ValueError(f"video must have at least one frame, got num_frames={num_frames!r}")
-        return int(num_frames)
-
-    def num_clips(self, num_frames: int) -> int:
-        """Number of clips (= feature steps) for a video of ``num_frames`` frames (at least 1)."""
-        n = self._check_frames(num_frames)
-        return max(0, (n - self.span()) // self.clip_stride) + 1
-
-    def clip_starts(self, num_frames: int) -> np.ndarray:
-        """First frame of every clip: 0, stride, 2*stride, ... while start + span <= N.
-
-        A video shorter than one span still yields one clip starting at 0.
-        """
-        return np.arange(self.num_clips(num_frames), dtype=np.int64) * self.clip_stride
-
-    def frame_indices(self, num_frames: int) -> np.ndarray:
-        """Frame index table ``[num_clips, frames_per_clip]``, clamped to ``num_frames - 1``."""
-        starts = self.clip_starts(num_frames)
-        offsets = np.arange(self.frames_per_clip, dtype=np.int64) * self.frame_step
-        return np.minimum(starts[:, None] + offsets[None, :], int(num_frames) - 1)
-
-    def centre_times(self, num_frames: int, fps: float) -> np.ndarray:
-        """Centre time in seconds of every clip: ``(start + (span - 1)/2 + 0.5) / fps``."""
-        if not np.isfinite(fps) or fps <= 0:
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
-        starts = self.clip_starts(num_frames).astype(np.float64)
-        return (starts + (self.span() - 1) / 2.0 + 0.5) / float(fps)
 
 
 def normalise(frames_uint8: Tensor, mode: str, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -91,7 +28,7 @@ def normalise(frames_uint8: Tensor, mode: str, dtype: torch.dtype = torch.float3
     ``mode="255"``: /255 only (the released VideoMAEv2 THUMOS features).
     """
     if mode not in NORM_MODES:
-        raise ValueError(f"normalisation mode {mode!r} is not one of {', '.join(NORM_MODES)}")
+        raise LosaError(f"normalisation mode {mode!r} is not one of {', '.join(NORM_MODES)}")
     x = frames_uint8
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 frames, got dtype {x.dtype}")

@@ -8,19 +8,29 @@ Choices that only change speed (batch size, chunking, device, workers) are not r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from losa.encoder.backbone import BackboneConfig, get_preset
-from losa.encoder.sampling import ClipSampling
+from pydantic import field_validator
+
+from losa.encoder.clips import ClipSampling
+from losa.schema import knob, settings
+from stages.errors import StageError
+
+if TYPE_CHECKING:
+    from losa.encoder.backbone import BackboneConfig
 
 __all__ = [
     "ExtractConfig",
     "ExtractConfigError",
     "FEATURE_DEFINITION",
+    "POS_TABLES",
+    "REFERENCE_FEATURE",
+    "REFERENCE_FEATURE_DEFINITION",
     "RESIZE_MODES",
     "NORM_MODES",
     "TEMPORAL_MODES",
@@ -33,27 +43,14 @@ __all__ = [
 ]
 
 FEATURE_DEFINITION = "raw block outputs (pre-norm)"
-RESIZE_MODES = ("short-crop", "squash")
-NORM_MODES = ("imagenet", "255")
-TEMPORAL_MODES = ("pool", "keep")
-GRIDS = (1, 2, 4)
-STORE_DTYPES = ("float16", "bfloat16")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Name of the stored reference clip feature and how it is made (VideoMAEv2's TAD features).
+REFERENCE_FEATURE = "fc_norm"
+REFERENCE_FEATURE_DEFINITION = ("fc_norm(mean over all tokens of the last block), the checkpoint's "
+                                "fc_norm LayerNorm (eps 1e-6), computed in float32, stored float32 [T, C]")
 
 
-class ExtractConfigError(ValueError):
+class ExtractConfigError(StageError):
     """An invalid extraction setting; the message names the setting and the accepted values."""
-
-
-def _choice(name: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        shown = ", ".join(str(a) for a in allowed)
-        raise ExtractConfigError(f"{name} {value!r} is not one of: {shown}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ExtractConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def default_layers(depth: int) -> list[int]:
@@ -79,7 +76,7 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-@dataclass
+@settings(what="extract", error=ExtractConfigError)
 class ExtractConfig:
     """How to turn videos into stored activations (see docs/DESIGN.md §3).
 
@@ -87,65 +84,72 @@ class ExtractConfig:
     `checkpoint` None means deterministic random weights from `seed` (useful for tests only).
     """
 
-    preset: str = "vit-g"
-    checkpoint: Path | None = None
-    seed: int = 0
-    layers: list[int] = field(default_factory=lambda: [8, 16, 24, 32])
-    include_last: bool = True
-    sampling: ClipSampling = field(default_factory=ClipSampling)
-    resolution: int = 224
-    resize: str = "short-crop"
-    norm: str = "imagenet"
-    temporal: str = "pool"
-    grid: int = 1
-    store_dtype: str = "float16"
-    precision: str = "auto"
-    batch_clips: int = 32
-    chunk_steps: int = 256
-    device: str = "auto"
+    preset: str = knob("vit-g", "Backbone preset: tiny, vit-s, vit-b, vit-l, vit-h or vit-g.")
+    checkpoint: Path | None = knob(None, "Official VideoMAEv2 checkpoint (.pth); none: random weights (tests only).")
+    seed: int = knob(0, "Seed of the random weights (no checkpoint).")
+    layers: list[int] = knob(default_factory=lambda: [8, 16, 24, 32],
+                             help="1-based blocks to store, e.g. 8,16,24,32; auto = 1/5..4/5 of the depth.")
+    include_last: bool = knob(True, "Also store the final block.", flag="last_layer")
+    sampling: ClipSampling = knob(default_factory=ClipSampling, help="Clip sampling (frames, frame_step, clip_stride).")
+    resolution: int = knob(224, "Square input size (multiple of the patch size).", ge=1)
+    resize: Literal["short-crop", "squash", "squash-bilinear"] = knob(
+        "short-crop", "short-crop: short side to resolution then centre crop; squash: both sides (antialiased); "
+                      "squash-bilinear: as VideoMAEv2's TAD extraction script.")
+    norm: Literal["imagenet", "255"] = knob(
+        "imagenet", "imagenet: /255 + mean/std; 255: /255 only (released VideoMAEv2 THUMOS features).")
+    pos_table: Literal["official", "trilinear", "bicubic"] = knob(
+        "official", "Position table at other sizes: official (fresh sin-cos), or the 224 table resized.")
+    reference_feature: bool = knob(False, "Also store VideoMAEv2's clip feature (fc_norm of the token mean).")
+    temporal: Literal["pool", "keep"] = knob("pool", "Average a clip's tubelet slots, or keep them as cells.")
+    grid: Literal[1, 2, 4] = knob(1, "Spatial cells per side kept per step.")
+    store_dtype: Literal["float16", "bfloat16"] = knob(
+        "float16", "Stored dtype (bfloat16 if activations exceed the float16 range).", flag="dtype")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = knob(
+        "auto", "Compute precision; auto = bf16 autocast on CUDA, fp32 on CPU.")
+    batch_clips: int = knob(32, "Clips per forward pass.", ge=1)
+    chunk_steps: int = knob(256, "Time steps per Zarr chunk.", ge=1)
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N or mps.")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _integer_layers(cls, value: Any) -> Any:
+        for layer in value or ():
+            if isinstance(layer, bool) or not isinstance(layer, int):
+                raise ExtractConfigError(f"layer {layer!r} is not an integer block index")
+        return value
 
     def __post_init__(self) -> None:
-        self.layers = list(self.layers)
-        if self.checkpoint is not None:
-            self.checkpoint = Path(self.checkpoint)
-        self.validate()
+        self._check()
 
     # ------------------------------------------------------------------ validation and geometry
     @property
     def backbone(self) -> BackboneConfig:
         """The preset's architecture (raises ExtractConfigError for an unknown preset)."""
+        from losa.encoder.backbone import get_preset
+
         try:
             return get_preset(self.preset)
         except ValueError as exc:
             raise ExtractConfigError(str(exc)) from None
 
     def validate(self) -> None:
-        """Raise ExtractConfigError naming the first invalid setting."""
+        """Raise ExtractConfigError naming the first invalid setting (also after fields were assigned)."""
+        type(self)(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def _check(self) -> None:
+        """Rules across settings and the preset (each field's type and range: the schema)."""
         bb = self.backbone
-        _positive_int("resolution", self.resolution)
         if self.resolution % bb.patch_size:
             raise ExtractConfigError(
                 f"resolution {self.resolution} is not a multiple of the {bb.name} patch size "
                 f"{bb.patch_size} (try {max(1, round(self.resolution / bb.patch_size)) * bb.patch_size})"
             )
-        _choice("resize", self.resize, RESIZE_MODES)
-        _choice("norm", self.norm, NORM_MODES)
-        _choice("temporal", self.temporal, TEMPORAL_MODES)
-        _choice("grid", self.grid, GRIDS)
         if self.grid > self.resolution // bb.patch_size:
             raise ExtractConfigError(
                 f"grid {self.grid} is finer than the {self.resolution // bb.patch_size}x"
                 f"{self.resolution // bb.patch_size} token grid at resolution {self.resolution}"
             )
-        _choice("store dtype", self.store_dtype, STORE_DTYPES)
-        _choice("precision", self.precision, PRECISIONS)
-        for name in ("batch_clips", "chunk_steps"):
-            _positive_int(name, getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ExtractConfigError(f"seed must be an integer, got {self.seed!r}")
         s = self.sampling
-        for name in ("frames_per_clip", "frame_step", "clip_stride"):
-            _positive_int(name.replace("_", "-"), getattr(s, name))
         if s.frames_per_clip % bb.tubelet_size:
             raise ExtractConfigError(
                 f"frames per clip {s.frames_per_clip} is not a multiple of the {bb.name} tubelet "
@@ -153,8 +157,6 @@ class ExtractConfig:
             )
         seen: set[int] = set()
         for layer in self.layers:
-            if isinstance(layer, bool) or not isinstance(layer, int):
-                raise ExtractConfigError(f"layer {layer!r} is not an integer block index")
             if not 1 <= layer <= bb.depth:
                 raise ExtractConfigError(f"layer {layer} out of range 1..{bb.depth} for {bb.name}")
             if layer in seen:
@@ -224,6 +226,9 @@ class ExtractConfig:
             "resolution": int(self.resolution),
             "resize": self.resize,
             "norm": self.norm,
+            "pos_table": self.pos_table,
+            "reference_feature": ({"name": REFERENCE_FEATURE, "definition": REFERENCE_FEATURE_DEFINITION,
+                                   "channels": bb.embed_dim} if self.reference_feature else None),
             "temporal": self.temporal,
             "grid": int(self.grid),
             "tokens_layout": self.tokens_layout,
@@ -234,3 +239,12 @@ class ExtractConfig:
             "feature": FEATURE_DEFINITION,
             "package_version": package_version(),
         }
+
+
+def _choices(name: str) -> tuple:
+    return get_args(ExtractConfig.__pydantic_fields__[name].annotation)
+
+
+#: Accepted values of each choice setting (from the schema above).
+RESIZE_MODES, NORM_MODES, POS_TABLES, TEMPORAL_MODES, GRIDS, STORE_DTYPES, PRECISIONS = (
+    _choices(n) for n in ("resize", "norm", "pos_table", "temporal", "grid", "store_dtype", "precision"))

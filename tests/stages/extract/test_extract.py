@@ -69,7 +69,7 @@ def assert_same_arrays(a: dict, b: dict) -> None:
         (dict(layers=[], include_last=False), "no layers to extract"),
         (dict(sampling=ClipSampling(3, 1, 1)), "not a multiple of the tiny tubelet size"),
         (dict(resize="crop"), "resize 'crop' is not one of"),
-        (dict(store_dtype="float32"), "store dtype"),
+        (dict(store_dtype="float32"), "store_dtype"),
         (dict(device="gpu"), "device 'gpu'"),
     ],
 )
@@ -337,7 +337,7 @@ def test_cli_checkpoint_errors_are_one_line_usage_errors(video_dir, tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"definitely not a checkpoint")
     bad = runner.invoke(extract_main, [str(video_dir), *cli_args(tmp_path / "b.zarr"), "--checkpoint", str(junk)])
-    assert bad.exit_code == 2 and "cannot load checkpoint" in bad.output
+    assert bad.exit_code == 2 and f"checkpoint {junk} is a text file" in bad.output
     other = tmp_path / "vit_s.pth"
     torch.save(to_official_state_dict(build_backbone("vit-s", 4, 32)), other)
     wrong = runner.invoke(extract_main, [str(video_dir), *cli_args(tmp_path / "c.zarr"), "--checkpoint", str(other)])
