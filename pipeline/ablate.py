@@ -23,13 +23,33 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("side (AdaTAD-style)", ["train.model=side"]),
     ("LoSA long only", ["train.model=losa", "train.adapters=long"]),
     ("LoSA short only", ["train.model=losa", "train.adapters=short"]),
+    ("LoSA short only (pooled short adapter)", ["train.model=losa", "train.adapters=short",
+                                                "train.short_mode=pooled"]),
     ("LoSA long+short (gated)", ["train.model=losa", "train.adapters=both", "train.fusion=gated"]),
+    ("LoSA long+short (pooled short adapter)", ["train.model=losa", "train.adapters=both",
+                                                "train.short_mode=pooled"]),
     ("LoSA (sigmoid gates)", ["train.model=losa", "train.fusion=sigmoid"]),
     ("LoSA (plain sum)", ["train.model=losa", "train.fusion=sum"]),
     ("LoSA (concat)", ["train.model=losa", "train.fusion=concat"]),
     ("LoSA (layer 2 only)", ["train.model=losa", "train.layers=2"]),
     ("LoSA (layer 3 only)", ["train.model=losa", "train.layers=3"]),
 ]
+
+
+#: the demo's classes that only the direction of motion tells apart (per-class AP columns)
+MOTION_PAIR = ("move_left", "move_right")
+
+
+def motion_columns(runs: list[dict]) -> list[str]:
+    """AP (average over tIoUs, mean over runs) of each motion class and mean AP of the other classes."""
+    def ap(run: dict, label: str) -> float:
+        return float(np.mean(run["per_class"][label]))
+
+    if not all(set(MOTION_PAIR) <= set(r.get("per_class", {})) for r in runs):
+        return ["–"] * (len(MOTION_PAIR) + 1)
+    cols = [np.mean([ap(r, c) for r in runs]) for c in MOTION_PAIR]
+    others = [np.mean([ap(r, c) for c in r["per_class"] if c not in MOTION_PAIR]) for r in runs]
+    return [f"{100 * v:.1f}" for v in [*cols, float(np.mean(others))]]
 
 
 def _run(cmd: list[str]) -> str:
@@ -45,7 +65,8 @@ def _row(name: str, sets: list[str], runs: list[dict], seconds: float, skipped: 
     avgs = np.array([r["average_mAP"] for r in runs])
     maps = " | ".join(f"{100 * m:.1f}" for m in per_tiou)
     avg = f"{100 * avgs.mean():.1f}" + (f" ± {100 * avgs.std(ddof=1):.1f}" if len(avgs) > 1 else "")
-    return (f"| {name} | `{' '.join(sets)}` | {maps} | **{avg}** | {seconds:.0f} | "
+    motion = " | ".join(motion_columns(runs))
+    return (f"| {name} | `{' '.join(sets)}` | {maps} | **{avg}** | {motion} | {seconds:.0f} | "
             f"{'yes' if skipped else 'NO'} |")
 
 
@@ -83,8 +104,9 @@ def main(out: Path, only: str | None, seeds: str | None, keep_workspace: bool) -
     if not rows:
         raise click.ClickException("no variant ran (check --only)")
     header = ("| variant | dvc exp run -S | " + " | ".join(f"mAP@{t:g}" for t in head)
-              + " | avg mAP | seconds | extract skipped |")
-    sep = "|" + "---|" * (len(head) + 5)
+              + " | avg mAP | " + " | ".join(f"AP {c}" for c in MOTION_PAIR)
+              + " | AP other classes | seconds | extract skipped |")
+    sep = "|" + "---|" * (len(head) + 5 + len(MOTION_PAIR) + 1)
     table = "\n".join([header, sep, *rows]) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
