@@ -7,9 +7,13 @@ positive for a ground-truth segment ``[a, b]`` when
   strictly inside ``[c - r*s, c + r*s]`` where ``c = (a + b) / 2`` and ``r = center_radius``;
 * its largest boundary distance ``max(t - a, b - t)`` lies within ``[lo, hi]``.
 
-If several segments qualify, the shortest wins (segments within 1e-3 of the shortest length all set
-their class, as ActionFormer does for THUMOS' duplicated annotations); the regression target is the
-(left, right) distance to the chosen segment divided by the stride.
+If several segments qualify, the shortest wins; the regression target is the (left, right) distance
+to the chosen segment divided by the stride. Segments with the chosen one's extent (both boundaries
+within 1e-3: THUMOS' duplicated annotations, or one span labelled with several classes in a
+multi-label dataset) all set their class. ActionFormer sets the class of every qualifying segment
+within 1e-3 of the shortest *length*; the two rules differ only for equal-length segments of
+different classes that overlap (multi-label data), where ActionFormer would make a point positive
+for a class whose segment it does not regress.
 """
 
 from __future__ import annotations
@@ -80,7 +84,10 @@ def assign_labels(
 
     lens = (ends - starts).expand(n, m).masked_fill(~(inside & in_range), float("inf"))
     min_len, best = lens.min(dim=1)
-    chosen = (lens <= min_len[:, None] + 1e-3) & torch.isfinite(lens)  # [N, M]
+    best_seg = segs[best]  # [N, 2]
+    same_extent = ((segs[None, :, 0] - best_seg[:, None, 0]).abs() <= 1e-3) & (
+        (segs[None, :, 1] - best_seg[:, None, 1]).abs() <= 1e-3)
+    chosen = same_extent & torch.isfinite(lens)  # [N, M]
     one_hot = F.one_hot(labels, num_classes).to(dtype)
     cls_targets = (chosen.to(dtype) @ one_hot).clamp_(max=1.0)
 
