@@ -65,12 +65,20 @@ def parse_shard(text: str) -> tuple[int, int]:
               help="Frames between clip starts (one feature step each).")
 @click.option("--resolution", default=224, show_default=True, type=int,
               help="Square input size (multiple of the patch size).")
-@click.option("--resize", type=click.Choice(["short-crop", "squash"]), default="short-crop", show_default=True)
+@click.option("--resize", type=click.Choice(["short-crop", "squash", "squash-bilinear"]), default="short-crop",
+              show_default=True,
+              help="squash-bilinear: native decode, then float bilinear to the resolution (VideoMAEv2 TAD features).")
 @click.option("--norm", type=click.Choice(["imagenet", "255"]), default="imagenet", show_default=True,
               help="imagenet: /255 + mean/std; 255: /255 only (released VideoMAEv2 THUMOS features).")
 @click.option("--temporal", type=click.Choice(["pool", "keep"]), default="pool", show_default=True,
               help="Average the clip's tubelet slots, or keep them as cells.")
 @click.option("--grid", type=int, default=1, show_default=True, help="Spatial cells per side: 1, 2 or 4.")
+@click.option("--pos-table", type=click.Choice(["official", "trilinear", "bicubic"]), default="official",
+              show_default=True,
+              help="Position table at another size than 16x224: official = fresh sin-cos table for the "
+                   "token count (VideoMAEv2); trilinear = resized 16x224 table; bicubic = per-frame resize (AdaTAD).")
+@click.option("--reference-feature/--no-reference-feature", default=False, show_default=True,
+              help="Also store fc_norm(mean of all last-block tokens), VideoMAEv2's TAD feature (float32).")
 @click.option("--dtype", "store_dtype", type=click.Choice(["float16", "bfloat16"]), default="float16",
               show_default=True, help="Stored dtype (bfloat16 if activations exceed the float16 range).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
@@ -168,3 +176,5 @@ def _build(opts: dict):
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+        pos_table=opts["pos_table"],
+        reference_feature=opts["reference_feature"],

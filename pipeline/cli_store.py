@@ -3,6 +3,7 @@
     losa-store info STORE [--json]
     losa-store failures STORE [--json]
     losa-store export STORE --format npy --layer N --out DIR [--cells mean|flatten]
+    losa-store export STORE --format npy --feature fc_norm --out DIR   (VideoMAEv2 TAD features)
     losa-store export STORE --format hdf5 --out FILE.h5 [--compression gzip|lzf|none] [--overwrite]
 """
 
@@ -67,8 +68,13 @@ def info(store: Path, as_json: bool) -> None:
         click.echo(f"backbone     {bb.get('preset', bb.get('name', '?'))}, weights {weights}")
         click.echo(f"recipe       {json.dumps(prov.get('sampling', {}))}, res {prov.get('resolution')} "
                    f"{prov.get('resize')}, norm {prov.get('norm')}, temporal {prov.get('temporal')}, "
-                   f"grid {prov.get('grid')}, precision {prov.get('precision')}")
+                   f"grid {prov.get('grid')}, precision {prov.get('precision')}, "
+                   f"position table {prov.get('pos_table', 'trilinear (before it was recorded)')}")
         click.echo(f"feature      {prov.get('feature', '-')} (package {prov.get('package_version', '?')})")
+        ref = prov.get("reference_feature")
+        if ref:
+            click.echo(f"reference    {ref.get('name')}: {ref.get('definition')} "
+                       f"(export: losa-store export {store} --format npy --feature {ref.get('name')} --out DIR)")
 
 
 @main.command()
@@ -100,8 +106,11 @@ def failures(store: Path, as_json: bool) -> None:
 @click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True,
               help="hdf5 dataset compression.")
 @click.option("--overwrite", is_flag=True, help="hdf5: replace an existing output file.")
+@click.option("--feature", default=None,
+              help="npy: export this stored feature instead of a layer (fc_norm: VideoMAEv2's TAD "
+                   "feature, the input of ActionFormer's 69.6 on THUMOS-14).")
 def export(store: Path, fmt: str, out: Path, layer: int | None, cells: str, compression: str,
-           overwrite: bool) -> None:
+           overwrite: bool, feature: str | None) -> None:
     """Export STORE for ActionFormer/OpenTAD (npy) or as a single HDF5 file."""
     from storage import convert_store, export_npy
 
@@ -116,6 +125,13 @@ def export(store: Path, fmt: str, out: Path, layer: int | None, cells: str, comp
             stored = reader.layers()
             if not stored:
                 raise click.ClickException(f"{store}: no complete videos to export")
+            if feature is not None:
+                if layer is not None:
+                    raise click.UsageError("give --layer or --feature, not both")
+                index = export_npy(reader, out, None, feature=feature)
+                click.echo(f"wrote {len(reader.videos())} .npy files of feature {feature} to {out} "
+                           f"(index: {index.name})")
+                return
             chosen = stored[-1] if layer is None else layer
             index = export_npy(reader, out, chosen, cells=cells)
             click.echo(f"wrote {len(reader.videos())} .npy files of layer {chosen} to {out} (index: {index.name})")

@@ -30,7 +30,24 @@ __all__ = ["main", "parse_layer_list"]
 MODEL_OPTIONS = ("mode", "layers", "last_layer", "adapters", "fusion")
 PROTOCOL_OPTIONS = ("resample_steps", "class_agnostic")  # ActivityNet protocol (docs/activitynet.md)
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "max_seq_len", "seed",
-                 "ema_decay", "amp", "num_workers", "eval_every", "cache_features", "device")
+                 "ema_decay", "amp", "num_workers", "eval_every", "cache_features", "cache_max_mb",
+                 "checkpoint_every", "device")
+
+
+class _CacheChoice(click.ParamType):
+    """auto | on | off (also true/false/yes/no, and YAML booleans from params.yaml)."""
+
+    name = "auto|on|off"
+    _MAP = {"auto": "auto", "on": True, "true": True, "yes": True, "1": True,
+            "off": False, "false": False, "no": False, "0": False}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, bool) or value == "auto":
+            return value
+        key = str(value).strip().lower()
+        if key not in self._MAP:
+            self.fail(f"{value!r} is not one of auto, on, off", param, ctx)
+        return self._MAP[key]
 
 
 def parse_layer_list(text: str | None) -> list[int] | None:
@@ -73,8 +90,12 @@ def parse_layer_list(text: str | None) -> list[int] | None:
 @click.option("--num-workers", type=click.IntRange(0), default=0, show_default=True, help="DataLoader workers.")
 @click.option("--eval-every", type=click.IntRange(0), default=0, show_default=True,
               help="Validate every N epochs (0: only at the end; needs --val-subset).")
-@click.option("--cache-features/--no-cache-features", default=False, show_default=True,
-              help="Keep every video's features in RAM after the first read.")
+@click.option("--cache-features", type=_CacheChoice(), default="auto", show_default=True,
+              help="Keep the features read in RAM after the first epoch (auto: when they fit in --cache-max-mb).")
+@click.option("--cache-max-mb", type=click.FloatRange(0), default=2048.0, show_default=True,
+              help="Largest store (float32 MiB of the layers the model reads) that auto caching keeps in RAM.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=5, show_default=True,
+              help="Write the resumable checkpoint every N epochs (always after the last).")
 @click.option("--resample-steps", type=click.IntRange(0), default=0, show_default=True,
               help="Resample every video to this many steps (linear; ActivityNet protocol: 192 or "
                    "128; 0 keeps each video's own length). Recorded; prediction does the same.")

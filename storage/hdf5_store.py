@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from storage.features import feature_array_name, parse_feature_name
 from storage.keys import layer_name, parse_layer_name, safe_key
 from storage.reader import (
     FORMAT,
@@ -117,6 +118,12 @@ def _copy_video(
         for t0 in range(0, steps, block):
             t1 = min(steps, t0 + block)
             ds[t0:t1] = reader._read_layer(key, layer, t0, t1)
+    for name, meta in sorted(reader._feature_meta(key).items()):
+        chunks = (min(chunk_steps, meta.shape[0]), *meta.shape[1:]) if filt else None
+        ds = g.create_dataset(feature_array_name(name), data=reader._read_feature(key, name, 0, steps),
+                              dtype=STORE_DTYPES[meta.dtype], chunks=chunks, **filt)
+        ds.attrs["dtype"] = meta.dtype
+        ds.attrs["feature"] = name
 
 
 class HDF5Reader(ActivationReader):
@@ -185,6 +192,17 @@ class HDF5Reader(ActivationReader):
 
     def _read_layer(self, key: str, layer: int, t0: int, t1: int) -> np.ndarray:
         return self._h5()["videos"][key][layer_name(layer)][t0:t1]
+
+    def _feature_meta(self, key: str) -> dict[str, ArrayMeta]:
+        meta = {}
+        for array, ds in self._h5()["videos"][key].items():
+            name = parse_feature_name(array)
+            if name is not None and isinstance(ds, h5py.Dataset):
+                meta[name] = ArrayMeta(tuple(ds.shape), str(ds.attrs.get("dtype", str(ds.dtype))))
+        return meta
+
+    def _read_feature(self, key: str, name: str, t0: int, t1: int) -> np.ndarray:
+        return self._h5()["videos"][key][feature_array_name(name)][t0:t1]
 
     def _read_times(self, key: str) -> np.ndarray:
         return self._h5()["videos"][key]["times"][()]

@@ -27,6 +27,7 @@ __all__ = [
     "NotAStoreError",
     "UnknownVideoError",
     "UnknownLayerError",
+    "UnknownFeatureError",
     "ProvenanceMismatch",
     "ArrayMeta",
     "ActivationReader",
@@ -65,6 +66,10 @@ class UnknownLayerError(StoreError):
 
 
 class ProvenanceMismatch(StoreError):
+class UnknownFeatureError(StoreError):
+    """A requested named feature (e.g. ``fc_norm``) was not stored for a video."""
+
+
     """A store was opened for writing with a provenance that differs from the recorded one."""
 
 
@@ -197,6 +202,13 @@ class ActivationReader(ABC):
     def provenance(self) -> dict:
         """The provenance dict recorded when the store was created."""
         return dict(self._root_attrs().get("provenance") or {})
+    def _feature_meta(self, key: str) -> dict[str, ArrayMeta]:
+        """{name: meta} of the named feature arrays of a video (storage/features.py); none here."""
+        return {}
+
+    def _read_feature(self, key: str, name: str, t0: int, t1: int) -> np.ndarray:
+        raise UnknownFeatureError(f"feature {name!r} not stored")
+
 
     def videos(self) -> list[str]:
         """Original ids of the complete videos, sorted."""
@@ -246,6 +258,33 @@ class ActivationReader(ABC):
         video_id: str,
         layers: Iterable[int] | int | None = None,
         t0: int = 0,
+    def features(self) -> list[str]:
+        """Named features (e.g. ``fc_norm``) present in every complete video; [] when none."""
+        common: set[str] | None = None
+        for key in self._complete_keys():
+            have = set(self._feature_meta(key))
+            common = have if common is None else common & have
+        return sorted(common or ())
+
+    def feature_shapes(self, video_id: str) -> dict[str, tuple[int, ...]]:
+        """{name: (T, C)} of the named features stored for `video_id`."""
+        return {k: m.shape for k, m in sorted(self._feature_meta(self._key(video_id)).items())}
+
+    def read_feature(self, video_id: str, name: str, t0: int = 0, t1: int | None = None) -> np.ndarray:
+        """float32 [t1-t0, C] of the named feature `name` for steps t0:t1."""
+        key = self._key(video_id)
+        meta = self._feature_meta(key)
+        if name not in meta:
+            raise UnknownFeatureError(
+                f"feature {name!r} not stored for video {video_id!r} (stored: {sorted(meta) or 'none'}; "
+                "extract with the reference feature to get fc_norm)"
+            )
+        steps = len(self._read_times(key))
+        t1 = steps if t1 is None else t1
+        if not (0 <= int(t0) <= int(t1) <= steps):
+            raise StoreError(f"step range {t0}:{t1} out of bounds 0:{steps} for video {video_id!r}")
+        return decode_rows(self._read_feature(key, name, int(t0), int(t1)), meta[name].dtype)
+
         t1: int | None = None,
     ) -> dict[int, np.ndarray]:
         """{layer: float32 [t1-t0, cells, C]} for steps t0:t1 (all stored layers by default)."""
@@ -274,9 +313,9 @@ class ActivationReader(ABC):
         return sorted(out, key=lambda a: str(a["video_id"]))
 
     def summary(self) -> dict:
-        """Counts, shapes and sizes: videos, layers, shapes {layer: [cells, C]}, total_steps,
-        dtypes, failures, bytes_on_disk, raw_bytes (uncompressed arrays incl. times) and
-        compression_ratio (raw / on disk)."""
+        """Counts, shapes and sizes: videos, layers, shapes {layer: [cells, C]}, features
+        {name: [C]}, total_steps, dtypes, failures, bytes_on_disk, raw_bytes (uncompressed arrays
+        incl. times) and compression_ratio (raw / on disk)."""
         keys = self._complete_keys()
         shapes: dict[int, list[int]] = {}
         dtypes: set[str] = set()
@@ -284,6 +323,7 @@ class ActivationReader(ABC):
         raw = 0
         for key in keys:
             steps = len(self._read_times(key))
+        feature_shapes: dict[str, list[int]] = {}
             total_steps += steps
             raw += steps * 8
             for layer, meta in self._layer_meta(key).items():
@@ -295,12 +335,16 @@ class ActivationReader(ABC):
             "path": str(self.path),
             "videos": len(keys),
             "layers": self.layers(),
+            for name, meta in self._feature_meta(key).items():
+                feature_shapes.setdefault(name, list(meta.shape[1:]))
+                raw += meta.nbytes
             "shapes": {layer: shapes[layer] for layer in sorted(shapes)},
             "dtypes": sorted(dtypes),
             "total_steps": total_steps,
             "failures": len(self.failures()),
             "bytes_on_disk": disk,
             "raw_bytes": raw,
+            "features": {name: feature_shapes[name] for name in sorted(feature_shapes)},
             "compression_ratio": (raw / disk) if disk else 0.0,
         }
 

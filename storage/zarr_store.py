@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from storage.features import FEATURE_DTYPE, feature_array_name, parse_feature_name
 from storage.keys import layer_name, parse_layer_name, safe_key
 from storage.reader import (
     FORMAT,
@@ -174,16 +175,19 @@ class ZarrActivationStore:
         dtype: str = "float16",
         chunk_steps: int = 256,
     ) -> VideoWriter:
-        """Start writing a claimed video: arrays ``layer_XX`` [num_steps, cells, channels]."""
+        """Start writing a claimed video: arrays ``layer_XX`` [num_steps, cells, channels] and, for
+        every ``features`` entry ``name: C``, a float32 array ``feature_<name>`` [num_steps, C]."""
         key = safe_key(video_id)
         self._require_claim(video_id, key)
         old = self._writers.get(key)
         if old is not None and old.state == "open":
             old.abort()
-        writer = VideoWriter(self, video_id, key, layers, cells, channels, num_steps, dtype, chunk_steps)
+        writer = VideoWriter(self, video_id, key, layers, cells, channels, num_steps, dtype, chunk_steps,
+                             features)
         self._writers[key] = writer
         return writer
 
+        features: Mapping[str, int] | None = None,
     def record_failure(self, video_id: str, source: str, reason: str) -> None:
         """Record that `video_id` could not be extracted (``failures/<key>`` attrs).
 
@@ -255,6 +259,7 @@ class VideoWriter:
             if int(value) < 1:
                 raise self._error(f"{what} must be >= 1, got {value}")
         if dtype not in STORE_DTYPES:
+        features: Mapping[str, int] | None = None,
             raise self._error(f"unknown store dtype {dtype!r}; expected one of {sorted(STORE_DTYPES)}")
         self.layers, self.dtype = sorted(layer_list), dtype
         self.cells, self.channels, self.num_steps = int(cells), int(channels), int(num_steps)
@@ -274,38 +279,61 @@ class VideoWriter:
             )
             for layer, name in zip(layer_list, names, strict=True)
         }
-        self._written = {layer: np.zeros(self.num_steps, dtype=bool) for layer in layer_list}
+        self.features = {str(k): int(v) for k, v in sorted((features or {}).items())}
+        for name, width in self.features.items():
+            if width < 1:
+                raise self._error(f"feature {name!r}: channels must be >= 1, got {width}")
+            self._arrays[name] = self._group.create_array(
+                feature_array_name(name),
+                shape=(self.num_steps, width),
+                chunks=(min(int(chunk_steps), self.num_steps), width),
+                dtype=STORE_DTYPES[FEATURE_DTYPE],
+                compressors=COMPRESSOR,
+                fill_value=0,
+                attributes={"dtype": FEATURE_DTYPE, "feature": name},
+            )
+        self._written = {k: np.zeros(self.num_steps, dtype=bool) for k in [*layer_list, *self.features]}
         self.state = "open"
 
-    def write(self, t0: int, arrays: Mapping[int, np.ndarray]) -> None:
-        """Write rows ``t0:t0+n`` of every layer; `arrays` = {layer: [n, cells, C] float (or uint16
-        bfloat16 bits)}, the same n for every layer."""
+    def write(self, t0: int, arrays: Mapping[int | str, np.ndarray]) -> None:
+        """Write rows ``t0:t0+n`` of every layer and feature; `arrays` = {layer: [n, cells, C] float
+        (or uint16 bfloat16 bits), feature name: [n, C] float}, the same n for every array."""
         self._check_open()
-        if set(arrays) != set(self.layers):
-            raise self._error(f"write() needs exactly layers {self.layers}, got {sorted(arrays)}")
+        got_layers = sorted(k for k in arrays if not isinstance(k, str))
+        got_features = sorted(k for k in arrays if isinstance(k, str))
+        if got_layers != self.layers:
+            raise self._error(f"write() needs exactly layers {self.layers}, got {got_layers}")
+        if got_features != list(self.features):
+            raise self._error(f"write() needs exactly features {list(self.features)}, got {got_features}")
         lengths = {len(np.asarray(a)) for a in arrays.values()}
         if len(lengths) != 1:
             raise self._error(f"layers have different row counts {sorted(lengths)}")
         n, t0 = lengths.pop(), int(t0)
         if t0 < 0 or t0 + n > self.num_steps:
             raise self._error(f"rows {t0}:{t0 + n} out of range 0:{self.num_steps}")
-        encoded = {}
+        encoded: dict[int | str, np.ndarray] = {}
         for layer in self.layers:
             arr = np.asarray(arrays[layer])
             if arr.shape != (n, self.cells, self.channels):
                 want = (n, self.cells, self.channels)
                 raise self._error(f"layer {layer}: expected shape {want}, got {arr.shape}")
             encoded[layer] = encode_rows(arr, self.dtype, f"video {self.video_id!r} layer {layer}")
-        for layer, rows in encoded.items():
-            self._arrays[layer][t0 : t0 + n] = rows
-            self._written[layer][t0 : t0 + n] = True
+        for name, width in self.features.items():
+            arr = np.asarray(arrays[name])
+            if arr.shape != (n, width):
+                raise self._error(f"feature {name!r}: expected shape {(n, width)}, got {arr.shape}")
+            encoded[name] = encode_rows(arr, FEATURE_DTYPE, f"video {self.video_id!r} feature {name!r}")
+        for k, rows in encoded.items():
+            self._arrays[k][t0 : t0 + n] = rows
+            self._written[k][t0 : t0 + n] = True
 
     def commit(self, times: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
         """Write `times` (float64 [T], strictly increasing) and the group attrs, then publish."""
         self._check_open()
-        for layer, done in self._written.items():
+        for k, done in self._written.items():
             if not done.all():
-                raise self._error(f"layer {layer}: step {int(np.argmin(done))} was never written")
+                what = f"feature {k!r}" if isinstance(k, str) else f"layer {k}"
+                raise self._error(f"{what}: step {int(np.argmin(done))} was never written")
         t = np.asarray(times, dtype=np.float64)
         if t.shape != (self.num_steps,):
             raise self._error(f"times must have shape ({self.num_steps},), got {t.shape}")
@@ -353,8 +381,8 @@ def write_video(
     chunk_steps: int = 256,
     dtype: str = "float16",
 ) -> bool:
-    """Claim, write and commit one whole video ({layer: [T, cells, C]}); False if it was already
-    complete or claimed elsewhere."""
+    """Claim, write and commit one whole video ({layer: [T, cells, C]}, optional named `features`
+    {name: [T, C]}); False if it was already complete or claimed elsewhere."""
     if not arrays:
         raise StoreError(f"video {video_id!r}: no layers given")
     first = np.asarray(next(iter(arrays.values())))
@@ -363,21 +391,24 @@ def write_video(
     steps, cells, channels = first.shape
     with store.claim(video_id) as mine:
         if not mine:
+    features: Mapping[str, np.ndarray] | None = None,
             return False
         with store.begin_video(
             video_id, layers=list(arrays), cells=cells, channels=channels, num_steps=steps,
             dtype=dtype, chunk_steps=chunk_steps,
         ) as writer:
-            writer.write(0, arrays)
+            writer.write(0, {**arrays, **feats})
             writer.commit(times, attrs)
     return True
 
 
 class ZarrReader(ActivationReader):
     """Reader of a Zarr activation store. Metadata of published videos (immutable) is cached."""
+        feats = {str(k): np.asarray(v) for k, v in (features or {}).items()}
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+            features={k: (v.shape[-1] if v.ndim == 2 else 0) for k, v in feats.items()},
         if not (self.path / "zarr.json").is_file():
             raise NotAStoreError(f"not a LoSA activation store (no zarr.json): {self.path}")
         self._attrs = _group_attrs(self.path)
@@ -385,7 +416,8 @@ class ZarrReader(ActivationReader):
         self._meta: dict[str, dict[int, ArrayMeta]] = {}
         self._info: dict[str, dict] = {}
         self._times: dict[str, np.ndarray] = {}
-        self._open: dict[tuple[str, int], Any] = {}
+        self._open: dict[tuple[str, int | str], Any] = {}
+        self._feature_cache: dict[str, dict[str, ArrayMeta]] = {}
 
     def _root_attrs(self) -> dict:
         return self._attrs
@@ -419,10 +451,10 @@ class ZarrReader(ActivationReader):
             self._meta[key] = meta
         return self._meta[key]
 
-    def _array(self, key: str, layer: int) -> Any:
+    def _array(self, key: str, layer: int | str) -> Any:
         if (key, layer) not in self._open:
-            path = self.path / "videos" / key / layer_name(layer)
-            self._open[(key, layer)] = zarr.open_array(path, mode="r")
+            name = feature_array_name(layer) if isinstance(layer, str) else layer_name(layer)
+            self._open[(key, layer)] = zarr.open_array(self.path / "videos" / key / name, mode="r")
         return self._open[(key, layer)]
 
     def _read_layer(self, key: str, layer: int, t0: int, t1: int) -> np.ndarray:
@@ -439,6 +471,22 @@ class ZarrReader(ActivationReader):
         base = self.path / "failures"
         try:
             names = os.listdir(base)
+    def _feature_meta(self, key: str) -> dict[str, ArrayMeta]:
+        if key not in self._feature_cache:
+            base = self.path / "videos" / key
+            meta = {}
+            for array in os.listdir(base):
+                name = parse_feature_name(array)
+                if name is None or not (base / array / "zarr.json").is_file():
+                    continue
+                arr = self._array(key, name)
+                meta[name] = ArrayMeta(tuple(arr.shape), str(arr.attrs.get("dtype", arr.dtype)))
+            self._feature_cache[key] = meta
+        return self._feature_cache[key]
+
+    def _read_feature(self, key: str, name: str, t0: int, t1: int) -> np.ndarray:
+        return np.asarray(self._array(key, name)[t0:t1])
+
         except FileNotFoundError:
             return []
         return [

@@ -5,8 +5,11 @@ Decoding uses decord (bundled FFmpeg); PyAV is used only when decord cannot be i
 Geometry (`resize`):
 - "short-crop": scale so the short side equals `resolution` (aspect kept), then centre-crop to
   `resolution` x `resolution`.
-- "squash": scale both sides to `resolution` (aspect not kept), as the released VideoMAEv2 TAD
-  features were made.
+- "squash": scale both sides to `resolution` (aspect not kept) in the decoder.
+- "squash-bilinear": decode at the native size; the encoder then scales the float frames to
+  `resolution` x `resolution` with bilinear interpolation (align_corners False, no antialias), the
+  way VideoMAEv2's TAD feature extractor made the released THUMOS-14 features.  Batches hold
+  native-size frames (`frame_size`).
 
 Scaling is done by the decoder (FFmpeg swscale, decord's ``width``/``height`` arguments).  decord
 0.6 mis-sizes its output buffer for a few target widths; when the scaled reader cannot decode, the
@@ -54,10 +57,11 @@ __all__ = [
     "crop_box",
     "iter_clip_batches",
     "decode_frames",
+    "frame_size",
     "BackgroundIterator",
 ]
 
-RESIZE_MODES = ("short-crop", "squash")
+RESIZE_MODES = ("short-crop", "squash", "squash-bilinear")
 
 
 class VideoError(ValueError):
@@ -144,6 +148,8 @@ def scaled_size(width: int, height: int, resolution: int, resize: str) -> tuple[
 def crop_box(width: int, height: int, resolution: int) -> tuple[int, int]:
     """Top-left (y0, x0) of the centred `resolution`² crop inside a width x height frame."""
     return (height - resolution) // 2, (width - resolution) // 2
+    if resize == "squash-bilinear":  # scaled later, in float, by the encoder
+        return width, height
 
 
 class _FrameSource(Protocol):
@@ -154,6 +160,20 @@ class _FrameSource(Protocol):
 def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     """Antialiased bilinear resize of uint8 [n, h, w, 3] frames (fallback path only)."""
     import torch
+def frame_size(width: int, height: int, resolution: int, resize: str) -> tuple[int, int]:
+    """(height, width) of the frames `iter_clip_batches` yields for a width x height video."""
+    if resize == "squash-bilinear":
+        return height, width
+    return resolution, resolution
+
+
+def _crop(frames: np.ndarray, width: int, height: int, resolution: int, resize: str) -> np.ndarray:
+    if resize == "squash-bilinear":
+        return frames
+    y0, x0 = crop_box(width, height, resolution)
+    return frames[:, y0 : y0 + resolution, x0 : x0 + resolution]
+
+
     import torch.nn.functional as F
 
     if frames.shape[1] == height and frames.shape[2] == width:
@@ -260,8 +280,7 @@ def decode_frames(
     info = info or probe_video(path)
     source, width, height = _open_source(path, info, resolution, resize, threads=0)
     frames = source.get(np.asarray(indices, dtype=np.int64))
-    y0, x0 = crop_box(width, height, resolution)
-    return np.ascontiguousarray(frames[:, y0 : y0 + resolution, x0 : x0 + resolution])
+    return np.ascontiguousarray(_crop(frames, width, height, resolution, resize))
 
 
 def iter_clip_batches(
@@ -273,7 +292,8 @@ def iter_clip_batches(
     info: VideoInfo | None = None,
     threads: int = 0,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first clip index, uint8 [n, frames_per_clip, res, res, 3]) for consecutive clips.
+    """Yield (first clip index, uint8 [n, frames_per_clip, res, res, 3]) for consecutive clips
+    (native-size frames ``[n, F, H, W, 3]`` for resize "squash-bilinear").
 
     Clips follow `sampling.frame_indices(num_frames)`; `info` avoids a second probe when the caller
     already has it; `threads` is decord's decoder thread count (0 = FFmpeg's choice).
@@ -284,11 +304,11 @@ def iter_clip_batches(
     info = info or probe_video(path)
     clip_frames = np.asarray(sampling.frame_indices(info.num_frames), dtype=np.int64)
     source, width, height = _open_source(path, info, resolution, resize, threads)
-    y0, x0 = crop_box(width, height, resolution)
+    out_h, out_w = frame_size(width, height, resolution, resize)
     needed = np.unique(clip_frames)  # every frame any clip reads, ascending
     done_upto = -1  # highest frame index decoded so far
     cache_idx = np.empty(0, dtype=np.int64)  # decoded frames still needed (cropped)
-    cache = np.empty((0, resolution, resolution, 3), dtype=np.uint8)
+    cache = np.empty((0, out_h, out_w, 3), dtype=np.uint8)
     for start in range(0, len(clip_frames), batch_clips):
         idx = clip_frames[start : start + batch_clips]
         hi = int(idx.max())
@@ -299,7 +319,7 @@ def iter_clip_batches(
             if decoded.shape[0] != len(new):
                 raise VideoError(f"{path}: decoder returned {decoded.shape[0]} of {len(new)} frames")
             cache_idx = np.concatenate([cache_idx, new])
-            cache = np.concatenate([cache, decoded[:, y0 : y0 + resolution, x0 : x0 + resolution]])
+            cache = np.concatenate([cache, _crop(decoded, width, height, resolution, resize)])
             done_upto = hi
         clips = cache[np.searchsorted(cache_idx, idx)]  # [n, F, res, res, 3] gathered by index
         yield start, clips

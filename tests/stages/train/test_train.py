@@ -34,6 +34,10 @@ def small_store(tmp_path_factory):
 
 
 def _cfg(**kw) -> dict:
+    return _cfg_base(**kw)
+
+
+def _cfg_base(**kw) -> dict:
     base = dict(epochs=2, batch_size=2, lr=1e-3, warmup_epochs=1, max_seq_len=48, seed=7, ema_decay=0.9)
     base.update(kw)
     return base
@@ -69,6 +73,7 @@ def test_model_config_from_store(small_store):
 
 
 def test_resume_is_exact(small_store, tmp_path, monkeypatch):
+    _cfg = lambda: _cfg_base(checkpoint_every=1)  # noqa: E731 - a checkpoint after epoch 1 to resume from
     straight = train(small_store.store, small_store.annotations, tmp_path / "a", TINY_MODEL, _cfg(),
                      progress=False)
 
@@ -130,7 +135,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(small_store, tmp_path):
     reader = PoisonedReader(open_store(small_store.store), clean_reads=5)  # epoch 1 reads 5 videos
     run = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match=r"epoch 2 iteration 1\b"):
-        train(reader, small_store.annotations, run, TINY_MODEL, _cfg(epochs=3), progress=False)
+        # read from the store every epoch (no RAM cache) and checkpoint every epoch
+        train(reader, small_store.annotations, run, TINY_MODEL,
+              _cfg(epochs=3, checkpoint_every=1, cache_features=False), progress=False)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
