@@ -1,9 +1,11 @@
-"""Export one layer of a store as ActionFormer/OpenTAD-style ``.npy`` feature files.
+"""Export one layer (or one named feature) of a store as ActionFormer/OpenTAD-style ``.npy`` files.
 
 ``export_npy`` writes ``<out_dir>/<key>.npy`` (float32 [T, C]; ``key = safe_key(video_id)``, equal
 to the id for ordinary ids such as ``video_test_0000004``) and ``<out_dir>/index.json`` mapping
 key → {video_id, fps, times_first, step_seconds, num_steps, duration}, which is what a feature-based
-TAL codebase needs to map feature rows back to seconds.
+TAL codebase needs to map feature rows back to seconds.  ``feature="fc_norm"`` exports the stored
+reference feature (VideoMAEv2's ``fc_norm(mean token)``, float32 [T, C]) as it is, which is the layout
+of the released VideoMAEv2 THUMOS-14 features that ActionFormer and OpenTAD read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from storage.keys import safe_key
-from storage.reader import ActivationReader, StoreError, UnknownLayerError
+from storage.reader import ActivationReader, StoreError, UnknownFeatureError, UnknownLayerError
 
 __all__ = ["export_npy", "CELL_MODES"]
 
@@ -37,15 +39,20 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 def export_npy(
     reader: ActivationReader,
     out_dir: str | Path,
-    layer: int,
+    layer: int | None,
     cells: str = "mean",
     videos: Iterable[str] | None = None,
+    *,
+    feature: str | None = None,
 ) -> Path:
     """Write one ``.npy`` per video for `layer` and an ``index.json``; returns the index path.
 
     `cells`: "mean" averages the spatial/temporal cells → [T, C]; "flatten" concatenates them →
-    [T, cells*C]. `videos` restricts the export (default: every complete video).
+    [T, cells*C]. `videos` restricts the export (default: every complete video). `feature` exports
+    that named feature ([T, C] float32, unchanged) instead of a layer (`layer` must then be None).
     """
+    if (feature is None) == (layer is None):
+        raise StoreError("export_npy: give either a layer or a feature")
     if cells not in CELL_MODES:
         raise StoreError(f"unknown cells mode {cells!r}; expected one of {CELL_MODES}")
     out = Path(out_dir)
@@ -54,19 +61,30 @@ def export_npy(
     out.mkdir(parents=True, exist_ok=True)
     ids = reader.videos() if videos is None else list(videos)
     index: dict[str, dict] = {}
-    for video_id in ids:
-        shapes = reader.layer_shapes(video_id)
-        if layer not in shapes:
-            raise UnknownLayerError(
-                f"layer {layer} not stored for video {video_id!r} (stored: {sorted(shapes)})"
+    if feature is not None:  # every video must have it before any file is written
+        lacking = [v for v in ids if feature not in reader.feature_shapes(v)]
+        if lacking:
+            raise UnknownFeatureError(
+                f"feature {feature!r} not stored for {len(lacking)} video(s), e.g. {lacking[0]!r} "
+                "(extract with the reference feature to store fc_norm)"
             )
-        steps, n_cells, channels = shapes[layer]
-        width = channels if cells == "mean" else n_cells * channels
-        feats = np.empty((steps, width), dtype=np.float32)
-        for t0 in range(0, steps, _BLOCK_STEPS):
-            t1 = min(steps, t0 + _BLOCK_STEPS)
-            block = reader.read(video_id, [layer], t0, t1)[layer]
-            feats[t0:t1] = block.mean(axis=1) if cells == "mean" else block.reshape(t1 - t0, -1)
+    for video_id in ids:
+        if feature is not None:
+            feats = np.ascontiguousarray(reader.read_feature(video_id, feature), dtype=np.float32)
+            steps = len(feats)
+        else:
+            shapes = reader.layer_shapes(video_id)
+            if layer not in shapes:
+                raise UnknownLayerError(
+                    f"layer {layer} not stored for video {video_id!r} (stored: {sorted(shapes)})"
+                )
+            steps, n_cells, channels = shapes[layer]
+            width = channels if cells == "mean" else n_cells * channels
+            feats = np.empty((steps, width), dtype=np.float32)
+            for t0 in range(0, steps, _BLOCK_STEPS):
+                t1 = min(steps, t0 + _BLOCK_STEPS)
+                block = reader.read(video_id, [layer], t0, t1)[layer]
+                feats[t0:t1] = block.mean(axis=1) if cells == "mean" else block.reshape(t1 - t0, -1)
         key = safe_key(video_id)
         _atomic_save(out / f"{key}.npy", feats)
         times = reader.times(video_id)
