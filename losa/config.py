@@ -47,6 +47,10 @@ class LoSAConfig:
                      "direction) or pooled (the first design, for ablation).")
     long_window: int | None = knob(None, "Half-width of the long-range adapter's band (none: global).", ge=0)
     long_mlp_ratio: float = knob(2.0, "MLP ratio of the long-range adapter.", gt=0)
+    long_context: int | None = knob(
+        None, "Steps the long-range adapter attends over at once; longer inputs run in overlapping "
+              "windows of this length, stitched (training sets it to max_seq_len so inference sees "
+              "the context training saw; none: the whole input).", ge=1)
     fusion: Literal["gated", "sigmoid", "sum", "concat"] = knob("gated", "How adapter outputs merge into the "
                                                                          "last layer.")
     dropout: float = knob(0.0, "Dropout in the adapters.", ge=0, lt=1)

@@ -63,7 +63,8 @@ class TALModel(nn.Module):
             if "long" in cfg.branches:
                 self.long_adapters = nn.ModuleDict({
                     k: LongRangeAdapter(
-                        c, d, cfg.adapter_heads, cfg.long_mlp_ratio, cfg.long_window, cfg.dropout
+                        c, d, cfg.adapter_heads, cfg.long_mlp_ratio, cfg.long_window, cfg.dropout,
+                        context=cfg.long_context,
                     )
                     for k in keys
                 })
@@ -155,13 +156,17 @@ class TALModel(nn.Module):
     ) -> list[dict[str, Tensor]]:
         """Detections per video: ``{"segments" [n, 2] (steps), "scores" [n], "labels" [n]}`` on the CPU.
 
-        Runs in eval mode (the previous mode is restored); ``nms`` holds keyword arguments of
+        Runs in eval mode (the previous mode is restored) and in float32 whatever autocast context
+        the caller holds: the scores that rank detections are computed as ActionFormer computes them
+        (bf16 logits would tie).  ``nms`` holds keyword arguments of
         :func:`~losa.post.postprocess.postprocess` (thresholds, Soft-NMS method/sigma, max_seg_num, ...).
         """
         was_training = self.training
         self.eval()
+        device = mask.device.type
         try:
-            out = self(feats, mask)
+            with torch.autocast(device, enabled=False):
+                out = self({k: v.float() for k, v in feats.items()}, mask)
         finally:
             self.train(was_training)
         dets = postprocess(*out, **dict(nms or {}))

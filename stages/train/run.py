@@ -220,6 +220,8 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         raise RunDirError(f"{run_dir} already holds a training run; pass resume or choose another output")
     reader = open_store(store_path) if isinstance(store_path, (str, Path)) else store_path
     ann = annotations if isinstance(annotations, Annotations) else load_annotations(annotations, classes)
+    # the long-range adapter attends over at most the training window, at inference too
+    overrides = {"long_context": tcfg.max_seq_len, **overrides}
     mcfg = model_config_from_store(reader, overrides, 1 if tcfg.class_agnostic else len(ann.classes))
     if val_subset and not ann.ground_truth(val_subset):  # fail now, not after the last epoch
         raise ValueError(f"validation subset {val_subset!r} has no ground-truth segments")
