@@ -32,6 +32,7 @@ from stages.extract.decode import (
     probe_video,
 )
 from stages.extract.config import ExtractConfig, sha256_file
+from stages.errors import StageError
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -145,6 +146,9 @@ class ClipEncoder:
 
     `__call__(clips uint8 [n, F, H, W, 3])` returns {layer: np.ndarray [n, cells, C]}: float16, or
     raw bfloat16 bits as uint16 (the store's representation).  Under fp32 precision TF32 is off.
+    With `cfg.reference_feature` the result also holds {"fc_norm": float32 [n, C]}, VideoMAEv2's
+    clip feature (the last block is then run even when it is not stored).  Resize
+    "squash-bilinear" scales the native-size float frames here, after normalisation.
     """
 
     def __init__(self, cfg: ExtractConfig) -> None:
@@ -158,13 +162,15 @@ class ClipEncoder:
                             if self.device.type == "cuda" else self.device.type)
         self.precision = cfg.resolve_precision(self.device.type)
         model = build_backbone(cfg.preset, num_frames=cfg.sampling.frames_per_clip,
-                               img_size=cfg.resolution, seed=cfg.seed)
+                               img_size=cfg.resolution, seed=cfg.seed, pos_table=cfg.pos_table)
         if cfg.checkpoint is not None:
             from losa.encoder.checkpoint import load_official_checkpoint
 
-            load_official_checkpoint(model, _load_state(cfg.checkpoint))
+            _fit_checkpoint(cfg, load_official_checkpoint, model)
         self.model = model.to(self.device).eval()
         self.layers = cfg.all_layers
+        depth = cfg.backbone.depth
+        self.run_layers = sorted({*self.layers, depth}) if cfg.reference_feature else self.layers
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def _precision_context(self):
@@ -187,10 +193,19 @@ class ClipEncoder:
             if self.device.type == "cuda":
                 x = x.pin_memory().to(self.device, non_blocking=True)
             x = normalise(x, self.cfg.norm)
+            if self.cfg.resize == "squash-bilinear":
+                x = _squash_bilinear(x, self.cfg.resolution)
             with self._precision_context():
-                tokens = self.model.forward_layers(x, self.layers)
-            out: dict[int, np.ndarray] = {}
+                tokens = self.model.forward_layers(x, self.run_layers)
+            out: dict = {}
+            if self.cfg.reference_feature:
+                from stages.extract.config import REFERENCE_FEATURE
+
+                feature = self.model.pool_feature(tokens[self.cfg.backbone.depth])
+                out[REFERENCE_FEATURE] = feature.float().cpu().numpy()
             for layer, t in tokens.items():
+                if layer not in self.layers:
+                    continue
                 pooled = pool_tokens(t, self.cfg.grid, self.cfg.temporal).float()
                 out[layer] = self._to_store_dtype(pooled, layer)
         return out
@@ -208,15 +223,42 @@ class ClipEncoder:
         return half.cpu().numpy()
 
 
-def _load_state(path: Path) -> dict:
-    """torch.load a checkpoint (weights only); ValueError with one line when it is unreadable."""
-    import torch
+def _stored_features(cfg: ExtractConfig) -> dict[str, int]:
+    """Named features written next to the layers: {"fc_norm": C} with the reference feature."""
+    from stages.extract.config import REFERENCE_FEATURE
 
+    return {REFERENCE_FEATURE: cfg.backbone.embed_dim} if cfg.reference_feature else {}
+
+
+def _squash_bilinear(x, resolution: int):
+    """Float clips [n, 3, T, H, W] → [n, 3, T, res, res], bilinear, align_corners False, no
+    antialias (VideoMAEv2's TAD extractor scales its /255 frames this way)."""
+    import torch.nn.functional as F
+
+    n, c, t, h, w = x.shape
+    if (h, w) == (resolution, resolution):
+        return x
+    y = F.interpolate(x.reshape(n, c * t, h, w), size=(resolution, resolution), mode="bilinear",
+                      align_corners=False)
+    return y.reshape(n, c, t, resolution, resolution)
+
+
+def _load_state(path: Path) -> dict:
+    """torch.load a checkpoint (weights only); one line naming the file when it is not one."""
+    from stages.extract.weights import load_checkpoint
+
+    return dict(load_checkpoint(path))
+
+
+def _fit_checkpoint(cfg: ExtractConfig, fit, model) -> None:
+    """`fit(model, state_dict, require_fc_norm)` (load or convert); its error names the file."""
+    from losa.encoder.checkpoint import CheckpointError
+
+    state = _load_state(cfg.checkpoint)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, pickled objects, ...
-        msg = " ".join(str(exc).split())[:200]
-        raise ValueError(f"cannot load checkpoint {path}: {msg}") from None
+        fit(model, state, cfg.reference_feature)
+    except CheckpointError as exc:
+        raise StageError(f"checkpoint {cfg.checkpoint}: {exc}") from None
 
 
 def check_checkpoint(cfg: ExtractConfig) -> None:
@@ -231,7 +273,7 @@ def check_checkpoint(cfg: ExtractConfig) -> None:
 
     with torch.device("meta"):
         model = VideoViT(cfg.backbone, num_frames=cfg.sampling.frames_per_clip, img_size=cfg.resolution)
-    convert_official_state_dict(_load_state(cfg.checkpoint), model)
+    _fit_checkpoint(cfg, lambda m, sd, need: convert_official_state_dict(sd, m, need), model)
 
 
 @contextlib.contextmanager
@@ -347,6 +389,7 @@ def _extract_one(
         num_steps=num_steps,
         dtype=cfg.store_dtype,
         chunk_steps=cfg.chunk_steps,
+        features=_stored_features(cfg),
     )
     try:
         batches = BackgroundIterator(
