@@ -163,6 +163,8 @@ def _build(opts: dict):
         resolution=opts["resolution"],
         resize=opts["resize"],
         norm=opts["norm"],
+        pos_table=opts["pos_table"],
+        reference_feature=opts["reference_feature"],
         temporal=opts["temporal"],
         grid=opts["grid"],
         store_dtype=opts["store_dtype"],
@@ -176,5 +178,3 @@ def _build(opts: dict):
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-        pos_table=opts["pos_table"],
-        reference_feature=opts["reference_feature"],
