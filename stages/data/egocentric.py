@@ -107,7 +107,7 @@ def load_epic_csv(path: str | Path, classes: Sequence[str] | str | Path | None =
                   task: str = "verb") -> Annotations:
     """Load EPIC-Kitchens-100 action annotations (a CSV or a folder of them; module docstring)."""
     if task not in EPIC_TASKS:
-        raise ValueError(f"unknown EPIC task {task!r}; choose from {', '.join(EPIC_TASKS)}")
+        raise AnnotationError(f"unknown EPIC task {task!r}; choose from {', '.join(EPIC_TASKS)}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"annotations not found: {path}")
