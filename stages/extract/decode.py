@@ -55,9 +55,9 @@ __all__ = [
     "probe_video",
     "scaled_size",
     "crop_box",
+    "frame_size",
     "iter_clip_batches",
     "decode_frames",
-    "frame_size",
     "BackgroundIterator",
 ]
 
@@ -140,6 +140,8 @@ def scaled_size(width: int, height: int, resolution: int, resize: str) -> tuple[
         raise ValueError(f"resolution must be positive, got {resolution}")
     if resize == "squash":
         return resolution, resolution
+    if resize == "squash-bilinear":  # scaled later, in float, by the encoder
+        return width, height
     if width <= height:
         return resolution, max(resolution, int(round(height * resolution / width)))
     return max(resolution, int(round(width * resolution / height))), resolution
@@ -148,18 +150,8 @@ def scaled_size(width: int, height: int, resolution: int, resize: str) -> tuple[
 def crop_box(width: int, height: int, resolution: int) -> tuple[int, int]:
     """Top-left (y0, x0) of the centred `resolution`² crop inside a width x height frame."""
     return (height - resolution) // 2, (width - resolution) // 2
-    if resize == "squash-bilinear":  # scaled later, in float, by the encoder
-        return width, height
 
 
-class _FrameSource(Protocol):
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        """uint8 [n, H, W, 3] for sorted unique frame indices (never below a previous call's min)."""
-
-
-def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Antialiased bilinear resize of uint8 [n, h, w, 3] frames (fallback path only)."""
-    import torch
 def frame_size(width: int, height: int, resolution: int, resize: str) -> tuple[int, int]:
     """(height, width) of the frames `iter_clip_batches` yields for a width x height video."""
     if resize == "squash-bilinear":
@@ -174,6 +166,14 @@ def _crop(frames: np.ndarray, width: int, height: int, resolution: int, resize: 
     return frames[:, y0 : y0 + resolution, x0 : x0 + resolution]
 
 
+class _FrameSource(Protocol):
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 [n, H, W, 3] for sorted unique frame indices (never below a previous call's min)."""
+
+
+def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Antialiased bilinear resize of uint8 [n, h, w, 3] frames (fallback path only)."""
+    import torch
     import torch.nn.functional as F
 
     if frames.shape[1] == height and frames.shape[2] == width:
