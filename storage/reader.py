@@ -65,11 +65,11 @@ class UnknownLayerError(StoreError):
     """A requested layer was not stored for a video."""
 
 
-class ProvenanceMismatch(StoreError):
 class UnknownFeatureError(StoreError):
     """A requested named feature (e.g. ``fc_norm``) was not stored for a video."""
 
 
+class ProvenanceMismatch(StoreError):
     """A store was opened for writing with a provenance that differs from the recorded one."""
 
 
@@ -197,11 +197,6 @@ class ActivationReader(ABC):
     def bytes_on_disk(self) -> int:
         """Size in bytes of every file belonging to the store."""
 
-    # ---- public API ---------------------------------------------------------------------------
-    @property
-    def provenance(self) -> dict:
-        """The provenance dict recorded when the store was created."""
-        return dict(self._root_attrs().get("provenance") or {})
     def _feature_meta(self, key: str) -> dict[str, ArrayMeta]:
         """{name: meta} of the named feature arrays of a video (storage/features.py); none here."""
         return {}
@@ -209,6 +204,11 @@ class ActivationReader(ABC):
     def _read_feature(self, key: str, name: str, t0: int, t1: int) -> np.ndarray:
         raise UnknownFeatureError(f"feature {name!r} not stored")
 
+    # ---- public API ---------------------------------------------------------------------------
+    @property
+    def provenance(self) -> dict:
+        """The provenance dict recorded when the store was created."""
+        return dict(self._root_attrs().get("provenance") or {})
 
     def videos(self) -> list[str]:
         """Original ids of the complete videos, sorted."""
@@ -253,11 +253,6 @@ class ActivationReader(ABC):
         """{layer: (T, cells, C)} as stored for `video_id`."""
         return {k: m.shape for k, m in sorted(self._layer_meta(self._key(video_id)).items())}
 
-    def read(
-        self,
-        video_id: str,
-        layers: Iterable[int] | int | None = None,
-        t0: int = 0,
     def features(self) -> list[str]:
         """Named features (e.g. ``fc_norm``) present in every complete video; [] when none."""
         common: set[str] | None = None
@@ -285,6 +280,11 @@ class ActivationReader(ABC):
             raise StoreError(f"step range {t0}:{t1} out of bounds 0:{steps} for video {video_id!r}")
         return decode_rows(self._read_feature(key, name, int(t0), int(t1)), meta[name].dtype)
 
+    def read(
+        self,
+        video_id: str,
+        layers: Iterable[int] | int | None = None,
+        t0: int = 0,
         t1: int | None = None,
     ) -> dict[int, np.ndarray]:
         """{layer: float32 [t1-t0, cells, C]} for steps t0:t1 (all stored layers by default)."""
@@ -318,33 +318,33 @@ class ActivationReader(ABC):
         incl. times) and compression_ratio (raw / on disk)."""
         keys = self._complete_keys()
         shapes: dict[int, list[int]] = {}
+        feature_shapes: dict[str, list[int]] = {}
         dtypes: set[str] = set()
         total_steps = 0
         raw = 0
         for key in keys:
             steps = len(self._read_times(key))
-        feature_shapes: dict[str, list[int]] = {}
             total_steps += steps
             raw += steps * 8
             for layer, meta in self._layer_meta(key).items():
                 shapes.setdefault(layer, list(meta.shape[1:]))
                 dtypes.add(meta.dtype)
                 raw += meta.nbytes
+            for name, meta in self._feature_meta(key).items():
+                feature_shapes.setdefault(name, list(meta.shape[1:]))
+                raw += meta.nbytes
         disk = self.bytes_on_disk()
         return {
             "path": str(self.path),
             "videos": len(keys),
             "layers": self.layers(),
-            for name, meta in self._feature_meta(key).items():
-                feature_shapes.setdefault(name, list(meta.shape[1:]))
-                raw += meta.nbytes
             "shapes": {layer: shapes[layer] for layer in sorted(shapes)},
+            "features": {name: feature_shapes[name] for name in sorted(feature_shapes)},
             "dtypes": sorted(dtypes),
             "total_steps": total_steps,
             "failures": len(self.failures()),
             "bytes_on_disk": disk,
             "raw_bytes": raw,
-            "features": {name: feature_shapes[name] for name in sorted(feature_shapes)},
             "compression_ratio": (raw / disk) if disk else 0.0,
         }
 
