@@ -1,7 +1,9 @@
 """Classifier-scores files (CUHK / OpenTAD layout and variants) and fusion of results files."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stages.infer.fusion import (ClassifierScoresError, FusionSettings, fuse_results,
@@ -82,3 +84,18 @@ def test_fuse_predictions_reads_the_results_file(tmp_path):
     scores = _write(tmp_path, {"results": {"vid_a": [0.2, 0.8], "vid_b": [1, 0]}})
     out = fuse_predictions(dets, scores, FusionSettings(topk=1), classes=["Run", "Jump"])
     assert [d["label"] for d in out["results"]["vid_a"]] == ["Jump", "Jump"]
+
+
+def test_matches_actionformer_postprocess_results():
+    """tests/golden/actionformer_fusion.json: ActionFormer's fusion (top-2, sqrt, num_pred 5)."""
+    from stages.infer.fusion import ClassifierScores
+
+    golden = json.loads((Path(__file__).resolve().parents[2] / "golden" / "actionformer_fusion.json")
+                        .read_text())
+    scores = ClassifierScores(golden["classes"], {v: np.asarray(s) for v, s in golden["class_scores"].items()})
+    out = fuse_results({"results": golden["detections"]}, scores,
+                       FusionSettings(topk=golden["topk"], max_segments=golden["num_pred"]))
+    ours = sorted((v, round(d["segment"][0], 9), round(d["segment"][1], 9), d["label"], round(d["score"], 9))
+                  for v, dets in out["results"].items() for d in dets)
+    ref = sorted((v, round(s, 9), round(e, 9), lab, round(sc, 9)) for v, s, e, lab, sc in golden["fused"])
+    assert ours == ref
