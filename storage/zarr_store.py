@@ -174,6 +174,7 @@ class ZarrActivationStore:
         num_steps: int,
         dtype: str = "float16",
         chunk_steps: int = 256,
+        features: Mapping[str, int] | None = None,
     ) -> VideoWriter:
         """Start writing a claimed video: arrays ``layer_XX`` [num_steps, cells, channels] and, for
         every ``features`` entry ``name: C``, a float32 array ``feature_<name>`` [num_steps, C]."""
@@ -187,7 +188,6 @@ class ZarrActivationStore:
         self._writers[key] = writer
         return writer
 
-        features: Mapping[str, int] | None = None,
     def record_failure(self, video_id: str, source: str, reason: str) -> None:
         """Record that `video_id` could not be extracted (``failures/<key>`` attrs).
 
@@ -248,6 +248,7 @@ class VideoWriter:
         num_steps: int,
         dtype: str,
         chunk_steps: int,
+        features: Mapping[str, int] | None = None,
     ) -> None:
         self.store, self.video_id, self.key = store, video_id, key
         layer_list = [int(x) for x in layers]
@@ -259,7 +260,6 @@ class VideoWriter:
             if int(value) < 1:
                 raise self._error(f"{what} must be >= 1, got {value}")
         if dtype not in STORE_DTYPES:
-        features: Mapping[str, int] | None = None,
             raise self._error(f"unknown store dtype {dtype!r}; expected one of {sorted(STORE_DTYPES)}")
         self.layers, self.dtype = sorted(layer_list), dtype
         self.cells, self.channels, self.num_steps = int(cells), int(channels), int(num_steps)
@@ -380,6 +380,7 @@ def write_video(
     attrs: Mapping[str, Any] | None = None,
     chunk_steps: int = 256,
     dtype: str = "float16",
+    features: Mapping[str, np.ndarray] | None = None,
 ) -> bool:
     """Claim, write and commit one whole video ({layer: [T, cells, C]}, optional named `features`
     {name: [T, C]}); False if it was already complete or claimed elsewhere."""
@@ -391,11 +392,12 @@ def write_video(
     steps, cells, channels = first.shape
     with store.claim(video_id) as mine:
         if not mine:
-    features: Mapping[str, np.ndarray] | None = None,
             return False
+        feats = {str(k): np.asarray(v) for k, v in (features or {}).items()}
         with store.begin_video(
             video_id, layers=list(arrays), cells=cells, channels=channels, num_steps=steps,
             dtype=dtype, chunk_steps=chunk_steps,
+            features={k: (v.shape[-1] if v.ndim == 2 else 0) for k, v in feats.items()},
         ) as writer:
             writer.write(0, {**arrays, **feats})
             writer.commit(times, attrs)
@@ -404,11 +406,9 @@ def write_video(
 
 class ZarrReader(ActivationReader):
     """Reader of a Zarr activation store. Metadata of published videos (immutable) is cached."""
-        feats = {str(k): np.asarray(v) for k, v in (features or {}).items()}
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-            features={k: (v.shape[-1] if v.ndim == 2 else 0) for k, v in feats.items()},
         if not (self.path / "zarr.json").is_file():
             raise NotAStoreError(f"not a LoSA activation store (no zarr.json): {self.path}")
         self._attrs = _group_attrs(self.path)
@@ -460,17 +460,6 @@ class ZarrReader(ActivationReader):
     def _read_layer(self, key: str, layer: int, t0: int, t1: int) -> np.ndarray:
         return np.asarray(self._array(key, layer)[t0:t1])
 
-    def _read_times(self, key: str) -> np.ndarray:
-        if key not in self._times:
-            self._times[key] = np.asarray(
-                zarr.open_array(self.path / "videos" / key / "times", mode="r")[:], dtype=np.float64
-            )
-        return self._times[key]
-
-    def _failure_attrs(self) -> list[dict]:
-        base = self.path / "failures"
-        try:
-            names = os.listdir(base)
     def _feature_meta(self, key: str) -> dict[str, ArrayMeta]:
         if key not in self._feature_cache:
             base = self.path / "videos" / key
@@ -487,6 +476,17 @@ class ZarrReader(ActivationReader):
     def _read_feature(self, key: str, name: str, t0: int, t1: int) -> np.ndarray:
         return np.asarray(self._array(key, name)[t0:t1])
 
+    def _read_times(self, key: str) -> np.ndarray:
+        if key not in self._times:
+            self._times[key] = np.asarray(
+                zarr.open_array(self.path / "videos" / key / "times", mode="r")[:], dtype=np.float64
+            )
+        return self._times[key]
+
+    def _failure_attrs(self) -> list[dict]:
+        base = self.path / "failures"
+        try:
+            names = os.listdir(base)
         except FileNotFoundError:
             return []
         return [
