@@ -96,9 +96,26 @@ def _choices_text(expected: str) -> str:
     return expected.replace("'", "").replace(" or ", ", ")
 
 
+def _field_path(cls: type, loc: tuple) -> list:
+    """The part of an error location that names settings (drops pydantic's union-member tags such
+    as ``bool`` in ``cache_features.bool``); list indices are kept."""
+    out, owner = [], cls
+    for part in loc:
+        fields = getattr(owner, "__pydantic_fields__", None)
+        if isinstance(part, int):
+            out.append(part)
+        elif fields is not None and part in fields:
+            out.append(part)
+            ann = fields[part].annotation
+            owner = ann if dataclasses.is_dataclass(ann) else None
+        elif fields is not None or not out:
+            out.append(part)
+    return out
+
+
 def _as_error(exc: ValidationError, cls: type, what: str, error: type[Exception]) -> Exception:
     err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = ".".join(str(p) for p in _field_path(cls, err["loc"]))
     kind, value, msg = err["type"], err.get("input"), err["msg"]
     if kind in ("value_error", "assertion_error") and "error" in err.get("ctx", {}):
         inner = err["ctx"]["error"]
