@@ -25,6 +25,7 @@ from pipeline.config import load_params, merge_cli, section
 from pipeline.errors import handle_user_errors
 from stages.data.annotations import THUMOS_POLICIES, load_annotations, thumos_exclusions
 from stages.evaluate.run import evaluate_files, format_table, write_metrics
+from stages.errors import StageError
 
 #: Warnings (e.g. segments clipped to the video duration) printed before summarising the rest.
 MAX_WARNINGS = 10
@@ -33,12 +34,15 @@ MAX_WARNINGS = 10
 def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
              subset: str | None = None, tious: Sequence[float] | None = None,
              exclude_policy: str = "none", classes: str | Path | None = None,
-             fmt: str = "auto", out: str | Path | None = None, strict: bool = False) -> dict:
+             fmt: str = "auto", out: str | Path | None = None, strict: bool = False,
+             exclude_videos: Sequence[str] = ()) -> dict:
     """Load annotations, evaluate ``predictions`` (results file or dict), optionally write the
-    metrics JSON to ``out``; returns the metrics dict. Shared by every CLI that evaluates."""
+    metrics JSON to ``out``; returns the metrics dict. Shared by every CLI that evaluates.
+    ``exclude_videos``: further videos left out of both sides (e.g. all but a held-out part)."""
     ann = load_annotations(annotations, classes, fmt)
     metrics = evaluate_files(predictions, ann, subset, tious if tious is not None
-                             else resolve_tious(), exclude=thumos_exclusions(exclude_policy),
+                             else resolve_tious(),
+                             exclude=set(thumos_exclusions(exclude_policy)) | set(exclude_videos),
                              strict=strict)
     if out is not None:
         write_metrics(metrics, out)
@@ -76,6 +80,9 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
               help="THUMOS-14 videos to leave out: actionformer (212 test videos) or opentad (211).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the metrics JSON here (atomically).")
+@click.option("--holdout", is_flag=True, default=False,
+              help="With --run: score the run on the held-out part of its training subset (train.holdout) "
+                   "instead of --subset — for choosing layers / variants; report test once.")
 @click.option("--strict", is_flag=True, default=False,
               help="Refuse results holding videos absent from the ground truth (default: score "
                    "their detections as false positives, as the official evaluator, and warn).")
@@ -118,12 +125,18 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
         if read_run_info(run_dir).get("train_cfg", {}).get("class_agnostic"):
             raise click.UsageError(f"run {run_dir} is class-agnostic: pass --classifier-scores FILE "
                                    f"(video-level class scores) to label its detections")
+    keep_out: list[str] = []
+    if opts["holdout"]:
+        if run_dir is None:
+            raise click.UsageError("--holdout needs --run DIR (a run trained with train.holdout > 0)")
+        subset, annotations, keep_out = _holdout_part(run_dir, annotations, classes, fmt)
     if run_dir is not None:
         from stages.infer.predict import SubsetRequired, predict_run
 
         try:
             predictions, annotations = predict_run(
-                run_dir, opts["store"], annotations, subset, exclude=thumos_exclusions(exclude_policy),
+                run_dir, opts["store"], annotations, subset,
+                exclude=set(thumos_exclusions(exclude_policy)) | set(keep_out),
                 classes=classes, fmt=fmt, device=opts["device"], predictions_out=opts["predictions_out"])
         except SubsetRequired as exc:
             raise click.UsageError(f"--subset is required: the annotations have subsets {exc.subsets}") from None
@@ -133,7 +146,7 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
         warnings.simplefilter("always")
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,
                            exclude_policy=exclude_policy, classes=classes, fmt=fmt, out=out,
-                           strict=opts["strict"])
+                           strict=opts["strict"], exclude_videos=keep_out)
     for w in caught[:MAX_WARNINGS]:
         click.echo(f"Warning: {w.message}", err=True)
     if len(caught) > MAX_WARNINGS:
@@ -141,6 +154,24 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
     click.echo(format_table(metrics))
     if out is not None:
         click.echo(f"metrics written to {out}")
+
+
+def _holdout_part(run_dir: Path, annotations: Path | None, classes: Path | None, fmt: str
+                  ) -> tuple[str, Path, list[str]]:
+    """(the run's training subset, annotations, its videos that were trained on — left out)."""
+    from stages.rundir import read_run_info
+
+    info = read_run_info(run_dir)
+    held = info.get("holdout_videos") or []
+    if not held:
+        raise StageError(f"run {run_dir} held no training videos out (train.holdout was "
+                         f"{info.get('train_cfg', {}).get('holdout', 0)}); train with --holdout 0.25")
+    annotations = annotations or Path(info["annotations"])
+    subset = info["train_subset"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # run_eval reports the annotation warnings once
+        trained = set(load_annotations(annotations, classes, fmt).videos_in(subset)) - set(held)
+    return subset, annotations, sorted(trained)
 
 
 def _fuse(predictions: Path | Mapping, scores_file: Path, annotations: Path, classes: Path | None,

@@ -24,6 +24,10 @@ from storage import open_store
 @click.option("--c", "C", default=1.0, show_default=True, type=float, help="Inverse L2 strength.")
 @click.option("--input-norm", type=click.Choice(["none", "sequence"]), default="none", show_default=True,
               help="sequence: subtract each video's mean feature first (as train.input_norm).")
+@click.option("--holdout", default=0.0, show_default=True, type=float,
+              help="Fit on the rest of --train-subset and score on this seeded fraction of it "
+                   "(--test-subset is then not read; train.holdout uses the same split).")
+@click.option("--holdout-seed", default=0, show_default=True, type=int, help="Seed of the held-out split.")
 @click.option("--out", default=None, type=click.Path(), help="Write the results JSON here.")
 @click.option("--plot", default=None, type=click.Path(), help="Write a bar-chart PNG here.")
 @click.option("--params", "params_file", default=None, type=click.Path(), help="params.yaml; section 'probe'.")
@@ -38,7 +42,8 @@ def main(ctx, params_file, **opts):
     ann = load_annotations(opts["annotations"], classes=opts["classes"])
     results = run_probe(reader, ann, opts["train_subset"], opts["test_subset"], layers=layers,
                         max_steps_per_video=opts["max_steps_per_video"], C=opts["C"],
-                        input_norm=opts["input_norm"])
+                        input_norm=opts["input_norm"], holdout=opts["holdout"],
+                        holdout_seed=opts["holdout_seed"])
     click.echo(format_probe_table(results))
     if opts["out"]:
         Path(opts["out"]).parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from stages.data.holdout import split_holdout
+from stages.errors import StageError
 
 
 @dataclass
@@ -64,12 +66,16 @@ def _collect(reader, videos, layers, label_fn, max_steps: int | None, rng, input
     return {k: np.concatenate(v) for k, v in feats.items()}, np.concatenate(labels)
 
 
-def run_probe(reader, annotations, train_subset: str, test_subset: str,
+def run_probe(reader, annotations, train_subset: str, test_subset: str | None,
               layers: Sequence[int] | None = None, max_steps_per_video: int | None = 2000,
-              C: float = 1.0, seed: int = 0, input_norm: str = "none") -> list[ProbeResult]:
+              C: float = 1.0, seed: int = 0, input_norm: str = "none", holdout: float = 0.0,
+              holdout_seed: int = 0) -> list[ProbeResult]:
     """Fit one logistic-regression probe per layer; results sorted best first (macro-F1).
 
-    ``input_norm="sequence"`` subtracts each video's mean feature first (as the model option)."""
+    ``input_norm="sequence"`` subtracts each video's mean feature first (as the model option).
+    ``holdout > 0``: fit on the rest of ``train_subset`` and score on its seeded held-out part
+    (:func:`stages.data.holdout.split_holdout`, the split training uses); ``test_subset`` is then
+    not read — choose layers there, report test once."""
     if input_norm not in ("none", "sequence"):
         raise ValueError(f"input_norm must be none or sequence, got {input_norm!r}")
     layers = list(layers) if layers else list(reader.layers())
@@ -91,8 +97,19 @@ def run_probe(reader, annotations, train_subset: str, test_subset: str,
         return step_labels(times, annotations.videos[vid]["segments"], cidx)
 
     rng = np.random.default_rng(seed)
-    xtr, ytr = _collect(reader, videos_of(train_subset), layers, label_fn, max_steps_per_video, rng, input_norm)
-    xte, yte = _collect(reader, videos_of(test_subset), layers, label_fn, max_steps_per_video, rng, input_norm)
+    if holdout > 0:
+        fit, held = split_holdout(annotations.videos_in(train_subset), holdout, holdout_seed)
+        fit_videos = [v for v in fit if v in in_store]
+        test_videos = [v for v in held if v in in_store]
+        if not fit_videos or not test_videos:
+            raise StageError(f"holdout {holdout} of subset '{train_subset}' leaves no stored video "
+                             f"to {'fit on' if not fit_videos else 'score on'}")
+    else:
+        if test_subset is None:
+            raise StageError("give a test subset or a holdout fraction to score the probes on")
+        fit_videos, test_videos = videos_of(train_subset), videos_of(test_subset)
+    xtr, ytr = _collect(reader, fit_videos, layers, label_fn, max_steps_per_video, rng, input_norm)
+    xte, yte = _collect(reader, test_videos, layers, label_fn, max_steps_per_video, rng, input_norm)
     background = len(classes)
     results = []
     for layer in layers:

@@ -47,6 +47,10 @@ class TrainConfig:
     ema_decay: float = knob(0.999, "Decay of the model EMA whose weights are evaluated (0 disables).", ge=0, lt=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = knob("auto", "Autocast: auto = bf16 on CUDA, fp32 on CPU.")
     seed: int = knob(2025, "Seed of weights, crops and data order.")
+    holdout: float = knob(0.0, "Leave this seeded fraction of the training subset's videos out of "
+                               "training (score choices on it: losa-eval --run RUN --holdout; "
+                               "losa-probe --holdout); 0: train on all.", ge=0, lt=1)
+    holdout_seed: int = knob(0, "Seed of the held-out split (the same in training, probes, evaluation).")
     num_workers: int = knob(0, "DataLoader worker processes.", ge=0)
     max_seq_len: int = knob(2304, "Training window in steps (longer videos are randomly cropped).", ge=1)
     trunc_thresh: float = knob(0.5, "Keep an action cut by a crop if this fraction of it remains.", ge=0, le=1)

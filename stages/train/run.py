@@ -31,6 +31,7 @@ from losa.model import TALModel
 from stages.data.annotations import Annotations, load_annotations
 from stages.data.dataset import Collate, StoreDataset
 from stages.infer.predict import model_config_from_store, predict_store
+from stages.data.holdout import holdout_of
 from stages.rundir import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, MODEL_FILE, write_metrics_csv, write_model_file,
                            write_run_info)
 from stages.runtime import amp_dtype, autocast_context, resolve_device
@@ -233,12 +234,16 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         if list(ckpt["classes"]) != list(ann.classes):
             raise RunDirError("resume: the class list differs from the checkpoint's")
 
+    held_out: list[str] = []
+    if tcfg.holdout > 0:   # choices are scored on these (losa-eval --holdout), never trained on
+        _, held_out = holdout_of(ann, train_subset, tcfg.holdout, tcfg.holdout_seed)
+    train_ann = ann.exclude(held_out)
     seed_everything(tcfg.seed)  # identical initial weights on every rank
     device = dist.device
     model = TALModel(mcfg).to(device)
     ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None
     dataset = StoreDataset(
-        reader, ann, train_subset, mcfg.required_layers, tcfg.max_seq_len, tcfg.trunc_thresh,
+        reader, train_ann, train_subset, mcfg.required_layers, tcfg.max_seq_len, tcfg.trunc_thresh,
         tcfg.crop_ratio, training=True, seed=tcfg.seed, allow_missing=allow_missing,
         cache=tcfg.cache_features, resample_steps=tcfg.resample_steps, class_agnostic=tcfg.class_agnostic,
     )
@@ -274,6 +279,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         "classes": list(dataset.classes),           # what the model predicts (["action"] if class-agnostic)
         "dataset_classes": list(ann.classes),       # the annotations' classes (fusion labels with them)
         "train_subset": train_subset,
+        "holdout_videos": held_out,
         "val_subset": val_subset,
         "model_cfg": mcfg.to_dict(),
         "train_cfg": tcfg.to_dict(),
