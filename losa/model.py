@@ -10,6 +10,11 @@ valid step) to ActionFormer head outputs.  Three modes:
   cells and pooled afterwards) whose residual outputs are summed onto the last-layer features
   (baseline, starts at identity).
 * ``"head-only"``: the ActionFormer head on the last layer alone (tapped layers are ignored).
+
+The base (what head-only reads, and what the adapters are fused into) is the last layer's cell mean
+by default, or with ``base_feature="fc_norm"`` the stored reference feature ``feats["fc_norm"]
+[B, T, 1, C]`` — VideoMAEv2's ``fc_norm(mean token)``, the feature of ActionFormer's 69.6 on THUMOS-14
+(docs/reference-recipes.md).  Zero-initialised gates then start LoSA exactly as that head-only model.
 """
 
 from __future__ import annotations
@@ -95,15 +100,22 @@ class TALModel(nn.Module):
         if mask.dim() != 2 or mask.dtype != torch.bool:
             raise ValueError(f"mask must be bool [B, T], got {mask.dtype} {tuple(mask.shape)}")
         want = (*mask.shape, cfg.cells, cfg.channels)
+        mean_ok = (*mask.shape, 1, cfg.channels)  # cell mean of a layer used only as such
         for layer in cfg.required_layers:
             if layer not in feats:
                 have = ", ".join(str(k) for k in sorted(feats)) or "none"
                 raise ValueError(f"features lack layer {layer} (model needs it; batch has {have})")
-            if tuple(feats[layer].shape) != want:
+            shape = tuple(feats[layer].shape)
+            if shape != want and not (layer in cfg.mean_layers and shape == mean_ok):
                 raise ValueError(
                     f"features of layer {layer} have shape {tuple(feats[layer].shape)}, expected {want} "
                     "[B, T, cells, C]"
                 )
+        for name in cfg.required_features:
+            if name not in feats:
+                raise ValueError(f"features lack the stored feature {name!r} (base_feature={cfg.base_feature})")
+            if tuple(feats[name].shape) != mean_ok:
+                raise ValueError(f"feature {name!r} has shape {tuple(feats[name].shape)}, expected {mean_ok}")
 
     def fuse(self, feats: Mapping[int, Tensor], mask: Tensor) -> Tensor:
         """Adapted per-step features ``[B, T, C]`` (zeros at padded steps) that enter the head."""
@@ -112,7 +124,8 @@ class TALModel(nn.Module):
         keep = mask[..., None]
         if cfg.input_norm == "sequence":
             feats = {k: _centre_over_steps(v, mask) for k, v in feats.items()}
-        base = feats[cfg.last_layer].masked_fill(~mask[..., None, None], 0.0).mean(dim=2)
+        source = feats["fc_norm"] if cfg.base_feature == "fc_norm" else feats[cfg.last_layer]
+        base = source.masked_fill(~mask[..., None, None], 0.0).mean(dim=2)
         if cfg.mode == "head-only":
             return base.masked_fill(~keep, 0.0)
         if cfg.mode == "side":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from stages.errors import StageError
 
 __all__ = ["main"]
 
@@ -57,9 +58,9 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
 
     try:
         if num_videos < 1 or seconds <= 0:
-            raise ValueError("--videos must be >= 1 and --seconds > 0")
+            raise StageError("--videos must be >= 1 and --seconds > 0")
         if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):
-            raise ValueError(f"--out {out}: use a .json or .md file name")
+            raise StageError(f"--out {out}: use a .json or .md file name")
         cfg = ExtractConfig(preset=preset, checkpoint=checkpoint, layers=[], include_last=True,
                             sampling=ClipSampling(frames, 1, clip_stride), resolution=resolution,
                             store_dtype=store_dtype, precision=precision, batch_clips=batch_clips,
@@ -100,7 +101,7 @@ def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: 
 
     try:
         if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):
-            raise ValueError(f"--out {out}: use a .json or .md file name")
+            raise StageError(f"--out {out}: use a .json or .md file name")
         result = bench_train(preset=preset, num_steps=num_steps, num_videos=num_videos, batch_size=batch_size,
                              iters=iters, modes=[m.strip() for m in modes.split(",") if m.strip()],
                              backbone=None if backbone == "none" else backbone, onfly_clips=onfly_clips,

@@ -44,13 +44,16 @@ def format_detections(video_id: str, duration: float, dets: Sequence[Mapping[str
 
 def plot_paths(plot: Path, video_ids: Sequence[str]) -> dict[str, Path]:
     """PNG path per video: ``plot`` itself for one video unless it is (or looks like) a folder;
-    otherwise ``plot/<video id>.png`` ('/' in ids becomes '__')."""
+    otherwise ``plot/<key>.png`` with the store's injective key of the id (`storage.safe_key`:
+    ``a/b`` → ``a~2fb``, never equal to the key of ``a__b``), so no two videos share a file."""
+    from storage import safe_key
+
     folder = plot.is_dir() or len(video_ids) > 1 or plot.suffix.lower() != ".png"
     if not folder:
         return {video_ids[0]: plot}
     if plot.exists() and not plot.is_dir():
         raise click.UsageError(f"--plot {plot} is a file; give a folder for several videos")
-    return {v: plot / (v.replace("/", "__") + ".png") for v in video_ids}
+    return {v: plot / (safe_key(v) + ".png") for v in video_ids}
 
 
 def _ground_truth(annotations: Path | None, video_ids: Sequence[str]) -> dict[str, list]:

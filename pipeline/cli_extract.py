@@ -1,7 +1,9 @@
 """`losa-extract`: videos (files and folders) → frozen VideoMAEv2 activations in a Zarr store.
 
 Exit status: 0 all videos in the store, 1 some videos failed (listed by `losa-store failures`),
-2 usage, configuration or provenance error (one line), 130 interrupted (rerun to resume).
+2 usage, configuration, input or provenance error (one line), 4 the store cannot be written
+(read-only file system or folder, disk full: the run stops cleanly, complete videos are kept),
+130 interrupted (rerun to resume).
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import load_params, merge_cli, section
+from losa.encoder.clips import ClipSampling
+from losa.schema import knob, settings
+from pipeline.config import load_params, section
+from pipeline.errors import EXIT_NOT_WRITABLE, CliError, exit_code_of, is_user_error, message_of
+from pipeline.knobs import Group, collect, knob_options
+from stages.errors import StageError
+from stages.extract.config import ExtractConfig
+from stages.threads import ThreadSettings, apply_threads
 
-__all__ = ["main", "parse_layers", "parse_shard"]
+__all__ = ["GROUPS", "ExtractRun", "main", "parse_layers", "parse_shard"]
 
 
 class UsageFailure(click.ClickException):
@@ -22,9 +31,12 @@ class UsageFailure(click.ClickException):
     exit_code = 2
 
 
-def parse_layers(text: str) -> list[int]:
-    """'8,16,24,32' → [8, 16, 24, 32]; '' or 'none' → [] (only the last layer)."""
-    text = str(text).strip()
+def parse_layers(text: str | list | None) -> list[int]:
+    """'8,16,24,32' (or a list from params.yaml) → [8, 16, 24, 32]; '', 'none' or None → [] (only
+    the last layer)."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(str(v) for v in text)
+    text = "" if text is None else str(text).strip().strip("[]")
     if text.lower() in ("", "none", "last"):
         return []
     out = []
@@ -48,132 +60,111 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+@settings(what="losa-extract", error=StageError)
+class ExtractRun:
+    """Where to write and how to split the work (speed only: not recorded in the store)."""
+
+    store: Path | None = knob(None, "Output Zarr store (created or resumed).")
+    shard: str = knob("0/1", "Process shard i of n (stable hash of the video id).")
+    workers: int = knob(1, "Extractor processes sharing the store.", ge=1)
+    progress: bool = knob(True, "Show a progress bar.")
+
+
+#: The settings losa-extract offers; params.yaml's ``extract`` section has the same keys (plus
+#: ``videos``: the INPUTS).
+GROUPS = (
+    Group("run", ExtractRun),
+    Group("extract", ExtractConfig, raw=("layers",), shown={"layers": "auto"}),
+    Group("sampling", ClipSampling),
+    Group("runtime", ThreadSettings),
+)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--store", type=click.Path(path_type=Path),
-              help="Output Zarr store (created or resumed).")
-@click.option("--preset", default="vit-g", show_default=True,
-              help="Backbone: tiny, vit-s, vit-b, vit-l, vit-h, vit-g.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Official VideoMAEv2 checkpoint (.pth); without it weights are random (tests only).")
-@click.option("--layers", default="auto", show_default=True,
-              help="1-based blocks to store, comma separated; auto = 1/5..4/5 of the depth (vit-g: 8,16,24,32).")
-@click.option("--no-last-layer", is_flag=True, help="Do not add the final block to --layers.")
-@click.option("--frames", default=16, show_default=True, type=int, help="Frames per clip.")
-@click.option("--frame-step", default=1, show_default=True, type=int, help="Step between a clip's frames.")
-@click.option("--clip-stride", default=4, show_default=True, type=int,
-              help="Frames between clip starts (one feature step each).")
-@click.option("--resolution", default=224, show_default=True, type=int,
-              help="Square input size (multiple of the patch size).")
-@click.option("--resize", type=click.Choice(["short-crop", "squash", "squash-bilinear"]), default="short-crop",
-              show_default=True,
-              help="squash-bilinear: native decode, then float bilinear to the resolution (VideoMAEv2 TAD features).")
-@click.option("--norm", type=click.Choice(["imagenet", "255"]), default="imagenet", show_default=True,
-              help="imagenet: /255 + mean/std; 255: /255 only (released VideoMAEv2 THUMOS features).")
-@click.option("--temporal", type=click.Choice(["pool", "keep"]), default="pool", show_default=True,
-              help="Average the clip's tubelet slots, or keep them as cells.")
-@click.option("--grid", type=int, default=1, show_default=True, help="Spatial cells per side: 1, 2 or 4.")
-@click.option("--pos-table", type=click.Choice(["official", "trilinear", "bicubic"]), default="official",
-              show_default=True,
-              help="Position table at another size than 16x224: official = fresh sin-cos table for the "
-                   "token count (VideoMAEv2); trilinear = resized 16x224 table; bicubic = per-frame resize (AdaTAD).")
-@click.option("--reference-feature/--no-reference-feature", default=False, show_default=True,
-              help="Also store fc_norm(mean of all last-block tokens), VideoMAEv2's TAD feature (float32).")
-@click.option("--dtype", "store_dtype", type=click.Choice(["float16", "bfloat16"]), default="float16",
-              show_default=True, help="Stored dtype (bfloat16 if activations exceed the float16 range).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="Compute precision; auto = bf16 autocast on CUDA, fp32 on CPU.")
-@click.option("--batch-clips", default=32, show_default=True, type=int, help="Clips per forward pass.")
-@click.option("--chunk-steps", default=256, show_default=True, type=int, help="Time steps per Zarr chunk.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--shard", default="0/1", show_default=True, help="Process shard i of n (stable hash of the video id).")
-@click.option("--workers", default=1, show_default=True, type=int, help="Extractor processes sharing the store.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights (no --checkpoint).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@knob_options(*GROUPS)
 @click.option("--params", "params_file", type=click.Path(path_type=Path), default=None,
               help="params.yaml whose 'extract' section supplies defaults (inputs under 'videos').")
-@click.pass_context
-def main(ctx: click.Context, params_file: Path | None, **cli) -> None:
+def main(params_file: Path | None, inputs: tuple[Path, ...], **cli) -> None:
     """Extract block activations of every video in INPUTS (files or folders, searched recursively)."""
     try:
-        opts = _merged_options(ctx, params_file, cli)
-        cfg, inputs, store, shard, workers = _build(opts)
+        opts = _merged_options(params_file, inputs, cli)
+        cfg, inputs, store, shard, workers, progress, threads = _build(opts)
     except UsageFailure:
         raise
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise UsageFailure(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise UsageFailure(message_of(exc)) from None
 
+    apply_threads(threads)
     from stages.extract.run import run_extract
 
     if cfg.checkpoint is None:
         click.echo(f"warning: no --checkpoint: random {cfg.preset} weights (seed {cfg.seed}); "
                    "features are only meaningful for testing", err=True)
     try:
-        summary = run_extract(cfg, inputs, store, shard=shard, workers=workers, progress=opts["progress"])
+        summary = run_extract(cfg, inputs, store, shard=shard, workers=workers, progress=progress)
     except KeyboardInterrupt:
         click.echo(f"interrupted: committed videos are kept in {store}; rerun the same command to resume",
                    err=True)
         sys.exit(130)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageFailure(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        if exit_code_of(exc, 2) == EXIT_NOT_WRITABLE:
+            raise CliError(message_of(exc), EXIT_NOT_WRITABLE) from None
+        raise UsageFailure(message_of(exc)) from None
 
     rate = summary.clips_per_second
     line = (f"{store}: extracted {summary.done} video(s), {summary.clips} clips in "
             f"{summary.seconds:.1f} s ({rate:.1f} clips/s); {summary.skipped_existing} already present")
     if summary.busy:
         line += f"; {summary.busy} being extracted by another process"
+    for entry in summary.unrecorded[:10]:  # failures the store's log could not take
+        click.echo(f"failed (not in the failure log): {entry}", err=True)
     if summary.failed:
         shown = ", ".join(summary.failed_videos[:5]) + (" ..." if summary.failed > 5 else "")
-        click.echo(f"{line}; {summary.failed} FAILED ({shown}); reasons: losa-store failures {store}")
+        line = f"{line}; {summary.failed} FAILED ({shown}); reasons: losa-store failures {store}"
+    if summary.stopped:
+        click.echo(line)
+        raise CliError(f"stopped: {summary.stopped}; complete videos are kept, fix the cause and "
+                       "rerun the same command to resume", EXIT_NOT_WRITABLE)
+    if summary.failed:
+        click.echo(line)
         sys.exit(1)
     click.echo(line)
 
 
-def _merged_options(ctx: click.Context, params_file: Path | None, cli: dict) -> dict:
-    if params_file is None:
-        return cli
-    defaults = section(load_params(params_file), "extract", str(params_file))
+def _merged_options(params_file: Path | None, inputs: tuple[Path, ...], cli: dict) -> dict:
+    """``{group: {field: value}}`` (see GROUPS) plus ``inputs``, from the command line and params."""
+    defaults = section(load_params(params_file), "extract", str(params_file)) if params_file else {}
     videos = defaults.pop("videos", None)
-    opts = merge_cli(ctx, defaults, cli)
-    if not opts["inputs"] and videos:
-        opts["inputs"] = tuple(Path(v) for v in ([videos] if isinstance(videos, str) else videos))
+    opts: dict = collect(cli, GROUPS, defaults, where="extract", source=str(params_file))
+    if not inputs and videos:
+        inputs = tuple(Path(v) for v in ([videos] if isinstance(videos, str) else videos))
+    opts["inputs"] = inputs
     return opts
 
 
 def _build(opts: dict):
     from losa.encoder.backbone import get_preset
-    from losa.encoder.sampling import ClipSampling
-    from stages.extract.config import ExtractConfig, default_layers
+    from stages.extract.config import default_layers
 
     if not opts["inputs"]:
         raise UsageFailure("no INPUTS: give video files and/or folders to extract")
-    if opts["store"] is None:
+    run = ExtractRun.from_dict(opts["run"])
+    if run.store is None:
         raise UsageFailure("missing --store PATH (the Zarr store to write)")
-    if opts["workers"] < 1:
-        raise UsageFailure(f"--workers must be >= 1, got {opts['workers']}")
-    sampling = ClipSampling(opts["frames"], opts["frame_step"], opts["clip_stride"])
-    cfg = ExtractConfig(
-        preset=opts["preset"],
-        checkpoint=opts["checkpoint"],
-        seed=opts["seed"],
-        layers=(default_layers(get_preset(opts["preset"]).depth) if str(opts["layers"]).strip() == "auto"
-                else parse_layers(opts["layers"])),
-        include_last=not opts["no_last_layer"],
-        sampling=sampling,
-        resolution=opts["resolution"],
-        resize=opts["resize"],
-        norm=opts["norm"],
-        pos_table=opts["pos_table"],
-        reference_feature=opts["reference_feature"],
-        temporal=opts["temporal"],
-        grid=opts["grid"],
-        store_dtype=opts["store_dtype"],
-        precision=opts["precision"],
-        batch_clips=opts["batch_clips"],
-        chunk_steps=opts["chunk_steps"],
-        device=opts["device"],
-    )
-    return cfg, list(opts["inputs"]), opts["store"], parse_shard(opts["shard"]), opts["workers"]
+    settings_ = dict(opts["extract"])
+    layers = settings_.pop("layers", "auto")
+    if str(layers).strip() == "auto":
+        layers = default_layers(get_preset(settings_.get("preset", "vit-g")).depth)
+    else:
+        layers = parse_layers(layers)
+    cfg = ExtractConfig(**settings_, layers=layers, sampling=ClipSampling(**opts["sampling"]))
+    threads = ThreadSettings.from_dict(opts["runtime"]).threads
+    return cfg, list(opts["inputs"]), run.store, parse_shard(run.shard), run.workers, run.progress, threads
 
 
 if __name__ == "__main__":  # pragma: no cover

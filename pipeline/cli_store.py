@@ -2,7 +2,7 @@
 
     losa-store info STORE [--json]
     losa-store failures STORE [--json]
-    losa-store export STORE --format npy --layer N --out DIR [--cells mean|flatten]
+    losa-store export STORE --format npy --layer N --out DIR [--cells mean|flatten] [--overwrite]
     losa-store export STORE --format npy --feature fc_norm --out DIR   (VideoMAEv2 TAD features)
     losa-store export STORE --format hdf5 --out FILE.h5 [--compression gzip|lzf|none] [--overwrite]
 """
@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 import click
+
+from pipeline.errors import CliError, exit_code_of, is_user_error, message_of
 
 __all__ = ["main", "human_bytes"]
 
@@ -31,8 +33,10 @@ def _open(path: Path):
 
     try:
         return open_store(path)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise CliError(message_of(exc), exit_code_of(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +109,8 @@ def failures(store: Path, as_json: bool) -> None:
               help="npy: average the cells of a step, or concatenate them.")
 @click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True,
               help="hdf5 dataset compression.")
-@click.option("--overwrite", is_flag=True, help="hdf5: replace an existing output file.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output (hdf5: the file; npy: a non-empty folder, replaced whole).")
 @click.option("--feature", default=None,
               help="npy: export this stored feature instead of a layer (fc_norm: VideoMAEv2's TAD "
                    "feature, the input of ActionFormer's 69.6 on THUMOS-14).")
@@ -128,15 +133,17 @@ def export(store: Path, fmt: str, out: Path, layer: int | None, cells: str, comp
             if feature is not None:
                 if layer is not None:
                     raise click.UsageError("give --layer or --feature, not both")
-                index = export_npy(reader, out, None, feature=feature)
+                index = export_npy(reader, out, None, feature=feature, overwrite=overwrite)
                 click.echo(f"wrote {len(reader.videos())} .npy files of feature {feature} to {out} "
                            f"(index: {index.name})")
                 return
             chosen = stored[-1] if layer is None else layer
-            index = export_npy(reader, out, chosen, cells=cells)
+            index = export_npy(reader, out, chosen, cells=cells, overwrite=overwrite)
             click.echo(f"wrote {len(reader.videos())} .npy files of layer {chosen} to {out} (index: {index.name})")
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise  # a bug: keep the traceback
+            raise CliError(message_of(exc), exit_code_of(exc)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from storage.atomic import atomic_write, atomic_write_json
 from stages.errors import StageError
+from stages.torchfile import load_torch_file
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.pt"
@@ -79,15 +80,13 @@ def write_model_file(path: str | os.PathLike, state_dict: Mapping[str, Any], inf
 
 def read_model_file(run: str | os.PathLike) -> dict[str, Any]:
     """The ``model.pt`` of a run directory (or the file itself): ``{"info", "model", ...}``."""
-    import torch
-
     path = Path(run)
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"trained model not found: {path} (did training finish?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a LoSA model file")
+    state = load_torch_file(path, "trained model", MODEL_FORMAT)  # one line if corrupt/foreign
+    if not isinstance(state.get("info"), dict) or not isinstance(state.get("model"), dict):
+        raise RunError(f"{path} is not a complete LoSA model file (no info/model inside)")
     return state
 
 

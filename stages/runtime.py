@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from stages.errors import StageError
 
 __all__ = ["amp_dtype", "autocast_context", "resolve_device"]
 
@@ -21,9 +22,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise StageError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise StageError(f"device {device!r} requested but CUDA is not available")
     return dev
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ _BLOCK_STEPS = 1024
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{os.getpid()}.npy")  # short: keys may use the whole name limit
     try:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
@@ -44,8 +45,13 @@ def export_npy(
     videos: Iterable[str] | None = None,
     *,
     feature: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write one ``.npy`` per video for `layer` and an ``index.json``; returns the index path.
+
+    A non-empty `out_dir` is refused unless `overwrite` (which replaces the folder).  Everything is
+    written to a temporary sibling folder first and renamed into place, so `out_dir` is either
+    untouched or the complete export, and a failed export (unknown layer, ...) leaves nothing.
 
     `cells`: "mean" averages the spatial/temporal cells → [T, C]; "flatten" concatenates them →
     [T, cells*C]. `videos` restricts the export (default: every complete video). `feature` exports
@@ -58,8 +64,45 @@ def export_npy(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise StoreError(f"export destination is not a directory: {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise StoreError(f"export folder {out} is not empty; choose another folder or pass "
+                         "--overwrite to replace it")
     ids = reader.videos() if videos is None else list(videos)
+    if feature is None:  # every video must have the layer before any file is written
+        lacking = [v for v in ids if layer not in reader.layer_shapes(v)]
+        if lacking:
+            raise UnknownLayerError(
+                f"layer {layer} not stored for {len(lacking)} video(s), e.g. {lacking[0]!r} "
+                f"(stored: {sorted(reader.layer_shapes(lacking[0]))})"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.export-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        _export_rows(reader, work, ids, layer, cells, feature)
+        _publish_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out / "index.json"
+
+
+def _publish_dir(work: Path, out: Path) -> None:
+    """Move the finished export `work` to `out` (an old `out` is replaced, then removed)."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.rename(out, old)
+    try:
+        os.rename(work, out)
+    except OSError:
+        if old.exists():
+            os.rename(old, out)  # put the user's folder back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_rows(reader: ActivationReader, out: Path, ids: list[str], layer: int | None, cells: str,
+                 feature: str | None) -> None:
     index: dict[str, dict] = {}
     if feature is not None:  # every video must have it before any file is written
         lacking = [v for v in ids if feature not in reader.feature_shapes(v)]
@@ -97,11 +140,4 @@ def export_npy(
             "num_steps": int(steps),
             "duration": info.get("duration"),
         }
-    index_path = out / "index.json"
-    tmp = index_path.with_name(f".index.json.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True, ensure_ascii=False), "utf-8")
-        os.replace(tmp, index_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return index_path
+    (out / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True, ensure_ascii=False), "utf-8")

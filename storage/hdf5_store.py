@@ -69,7 +69,7 @@ def convert_store(
         raise StoreError(f"chunk_steps must be >= 1, got {chunk_steps}")
     dst = Path(dst_path)
     if dst.exists() and not overwrite:
-        raise FileExistsError(f"HDF5 store already exists (pass overwrite=True): {dst}")
+        raise StoreError(f"HDF5 file already exists: {dst}; pass --overwrite to replace it")
     if dst.is_dir():
         raise StoreError(f"HDF5 destination is a directory: {dst}")
     dst.parent.mkdir(parents=True, exist_ok=True)

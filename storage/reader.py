@@ -29,6 +29,7 @@ __all__ = [
     "UnknownLayerError",
     "UnknownFeatureError",
     "ProvenanceMismatch",
+    "StoreNotWritable",
     "ArrayMeta",
     "ActivationReader",
     "check_provenance",
@@ -71,6 +72,10 @@ class UnknownFeatureError(StoreError):
 
 class ProvenanceMismatch(StoreError):
     """A store was opened for writing with a provenance that differs from the recorded one."""
+
+
+class StoreNotWritable(StoreError):
+    """The store cannot be written: read-only file system or folder, disk full, permission."""
 
 
 def check_provenance(existing: Mapping[str, Any], new: Mapping[str, Any]) -> None:

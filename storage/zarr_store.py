@@ -33,6 +33,7 @@ from storage.reader import (
     ArrayMeta,
     NotAStoreError,
     StoreError,
+    StoreNotWritable,
     _jsonable,
     check_provenance,
     check_root_attrs,
@@ -103,6 +104,16 @@ class ZarrActivationStore:
         prov = _jsonable(dict(provenance), "provenance")
         if p.exists() and not p.is_dir():
             raise NotAStoreError(f"store path exists and is not a directory: {p}")
+        try:
+            return cls._create_or_open(p, prov)
+        except OSError as exc:  # read-only file system or folder, disk full, no permission
+            where = exc.filename or p
+            raise StoreNotWritable(
+                f"cannot write to store {p}: {exc.strerror or exc} ({where})"
+            ) from None
+
+    @classmethod
+    def _create_or_open(cls, p: Path, prov: dict) -> ZarrActivationStore:
         (p / "_locks").mkdir(parents=True, exist_ok=True)
         with _flock(p / "_locks" / _STORE_LOCK, blocking=True):
             if (p / "zarr.json").is_file():

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from losa.errors import LosaError
 
 __all__ = ["FUSION_MODES", "GatedFusion", "LongShortGatedFusion"]
 
@@ -41,13 +42,13 @@ class LongShortGatedFusion(nn.Module):
     ) -> None:
         super().__init__()
         if mode not in FUSION_MODES:
-            raise ValueError(f"unknown fusion mode {mode!r}; choose from {', '.join(FUSION_MODES)}")
+            raise LosaError(f"unknown fusion mode {mode!r}; choose from {', '.join(FUSION_MODES)}")
         if n_layers < 1 or not branches:
-            raise ValueError(
+            raise LosaError(
                 f"fusion needs at least one layer and one branch, got {n_layers}, {tuple(branches)}"
             )
         if len(set(branches)) != len(branches):
-            raise ValueError(f"duplicate branch names in {tuple(branches)}")
+            raise LosaError(f"duplicate branch names in {tuple(branches)}")
         self.channels, self.dim, self.n_layers = channels, dim, n_layers
         self.branches = tuple(branches)
         self.mode = mode

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losa.adapters.common import MLP, check_tokens, guard_empty_rows, sinusoidal_positions
+from losa.errors import LosaError
 
 
 class LongRangeAdapter(nn.Module):
@@ -44,9 +45,9 @@ class LongRangeAdapter(nn.Module):
             raise ValueError(f"context must be >= 1 or None, got {context}")
         self.context = context
         if dim % heads:
-            raise ValueError(f"adapter dim {dim} is not divisible by heads {heads}")
+            raise LosaError(f"adapter dim {dim} is not divisible by heads {heads}")
         if local_window is not None and local_window < 0:
-            raise ValueError(f"local_window must be >= 0 or None, got {local_window}")
+            raise LosaError(f"local_window must be >= 0 or None, got {local_window}")
         self.channels, self.dim, self.heads = channels, dim, heads
         self.local_window = local_window
         self.dropout = dropout

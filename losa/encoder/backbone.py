@@ -237,6 +237,21 @@ class VideoViT(nn.Module):
         tokens = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
         return tokens + self.pos_embed.to(dtype=tokens.dtype)
 
+    @torch.no_grad()
+    def fold_input_affine(self, scale: Sequence[float], shift: Sequence[float]) -> None:
+        """Fold a per-channel input transform ``x' = scale * x + shift`` into the patch embedding, so
+        that the model then takes ``x`` (e.g. raw 0..255 pixel values) and gives what it gave for
+        ``x'``.  Exact in real arithmetic (computed in float64, stored in the weights' dtype): the
+        Conv3d has stride = kernel and no padding, so every input value enters only through it."""
+        proj = self.patch_embed.proj
+        if any(int(p) != 0 for p in proj.padding):
+            raise LosaError("cannot fold an input transform into a padded patch embedding")
+        w = proj.weight.double()  # [C, 3, kt, kh, kw]
+        s = torch.tensor(scale, dtype=torch.float64, device=w.device).view(1, 3, 1, 1, 1)
+        b = torch.tensor(shift, dtype=torch.float64, device=w.device).view(1, 3, 1, 1, 1)
+        proj.bias.copy_((proj.bias.double() + (w * b).sum(dim=(1, 2, 3, 4))).to(proj.bias.dtype))
+        proj.weight.copy_((w * s).to(proj.weight.dtype))
+
     def forward_layers(self, x: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
         """Outputs of the requested blocks (1-based) as ``{layer: [B, t', h', w', C]}``.
 

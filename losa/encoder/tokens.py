@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
+from losa.errors import LosaError
 
 __all__ = ["TEMPORAL_MODES", "pool_tokens", "pooled_cells"]
 
@@ -17,9 +18,9 @@ def pooled_cells(grid: int, temporal: str, t_tokens: int) -> int:
 
 def _check(grid: int, temporal: str) -> None:
     if temporal not in TEMPORAL_MODES:
-        raise ValueError(f"temporal mode {temporal!r} is not one of {', '.join(TEMPORAL_MODES)}")
+        raise LosaError(f"temporal mode {temporal!r} is not one of {', '.join(TEMPORAL_MODES)}")
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"pooling grid must be a positive int, got {grid!r}")
+        raise LosaError(f"pooling grid must be a positive int, got {grid!r}")
 
 
 def pool_tokens(tokens: Tensor, grid: int, temporal: str) -> Tensor:
@@ -35,7 +36,7 @@ def pool_tokens(tokens: Tensor, grid: int, temporal: str) -> Tensor:
         raise ValueError(f"expected tokens [B, t', h', w', C], got shape {tuple(tokens.shape)}")
     b, t, h, w, c = tokens.shape
     if grid > min(h, w):
-        raise ValueError(f"pooling grid {grid} is larger than the {h}x{w} spatial token grid")
+        raise LosaError(f"pooling grid {grid} is larger than the {h}x{w} spatial token grid")
     x = tokens.float()
     if temporal == "pool":
         x = x.mean(dim=1, keepdim=True)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from losa.head.assign import assign_labels
+from losa.errors import LosaError
 
 __all__ = ["sigmoid_focal_loss", "diou_loss_1d", "TALLoss"]
 
@@ -103,9 +104,9 @@ class TALLoss(nn.Module):
     ) -> None:
         super().__init__()
         if center_sample not in ("radius", "none"):
-            raise ValueError(f"center_sample must be 'radius' or 'none', got {center_sample!r}")
+            raise LosaError(f"center_sample must be 'radius' or 'none', got {center_sample!r}")
         if not 0.0 <= loss_norm_momentum < 1.0:
-            raise ValueError(f"loss_norm_momentum must be in [0, 1), got {loss_norm_momentum}")
+            raise LosaError(f"loss_norm_momentum must be in [0, 1), got {loss_norm_momentum}")
         self.num_classes = num_classes
         self.center_sample = center_sample
         self.center_radius = center_radius

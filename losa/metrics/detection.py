@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
+from losa.errors import LosaError
 
 #: THUMOS-14 convention: tIoU 0.3:0.1:0.7.
 THUMOS14_TIOUS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -53,14 +54,14 @@ def parse_tious(spec: str) -> tuple[float, ...]:
         else:
             values = [float(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ValueError(
+        raise LosaError(
             f"invalid tIoU spec {spec!r}: use start:step:stop (e.g. 0.3:0.1:0.7) or a comma list"
         ) from None
     if not values:
-        raise ValueError(f"invalid tIoU spec {spec!r}: no thresholds")
+        raise LosaError(f"invalid tIoU spec {spec!r}: no thresholds")
     bad = [v for v in values if not 0.0 < v <= 1.0]
     if bad:
-        raise ValueError(f"invalid tIoU spec {spec!r}: threshold {bad[0]} is outside (0, 1]")
+        raise LosaError(f"invalid tIoU spec {spec!r}: threshold {bad[0]} is outside (0, 1]")
     return tuple(values)
 
 
@@ -71,10 +72,10 @@ def resolve_tious(tious: str | Sequence[float] | None = None, preset: str | None
     Giving both is an error; giving neither returns the ActivityNet thresholds.
     """
     if tious is not None and preset is not None:
-        raise ValueError("give either explicit tIoUs or a preset, not both")
+        raise LosaError("give either explicit tIoUs or a preset, not both")
     if preset is not None:
         if preset not in TIOU_PRESETS:
-            raise ValueError(f"unknown tIoU preset {preset!r}; valid: {', '.join(TIOU_PRESETS)}")
+            raise LosaError(f"unknown tIoU preset {preset!r}; valid: {', '.join(TIOU_PRESETS)}")
         return TIOU_PRESETS[preset]
     if tious is None:
         return ANET_TIOUS
@@ -123,9 +124,9 @@ def _as_float(value: object, what: str) -> float:
     try:
         out = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: {value!r} is not a number") from None
+        raise LosaError(f"{what}: {value!r} is not a number") from None
     if not np.isfinite(out):
-        raise ValueError(f"{what}: {value!r} is not finite")
+        raise LosaError(f"{what}: {value!r} is not finite")
     return out
 
 
@@ -141,11 +142,11 @@ def _table(rows: Sequence[Mapping], with_score: bool, kind: str
             start, end = row["start"], row["end"]
             score = row["score"] if with_score else 0.0
         except KeyError as err:
-            raise ValueError(f"{kind} #{i} is missing field {err.args[0]!r}") from None
+            raise LosaError(f"{kind} #{i} is missing field {err.args[0]!r}") from None
         start = _as_float(start, f"{kind} #{i} (video {vid}) start")
         end = _as_float(end, f"{kind} #{i} (video {vid}) end")
         if end < start:
-            raise ValueError(f"{kind} #{i} (video {vid}) has end {end} < start {start}")
+            raise LosaError(f"{kind} #{i} (video {vid}) has end {end} < start {start}")
         videos.append(vid)
         segs[i] = (start, end)
         scores[i] = _as_float(score, f"{kind} #{i} (video {vid}) score")
@@ -265,16 +266,16 @@ def evaluate_detection(gt: Sequence[Mapping], preds: Sequence[Mapping],
     """
     thr = [float(t) for t in tious]
     if not thr:
-        raise ValueError("no tIoU thresholds given")
+        raise LosaError("no tIoU thresholds given")
     gt_by_label: dict[Hashable, list[Mapping]] = defaultdict(list)
     for i, row in enumerate(gt):
         if "label" not in row:
-            raise ValueError(f"ground truth #{i} is missing field 'label'")
+            raise LosaError(f"ground truth #{i} is missing field 'label'")
         gt_by_label[row["label"]].append(row)
     pred_by_label: dict[Hashable, list[Mapping]] = defaultdict(list)
     for i, row in enumerate(preds):
         if "label" not in row:
-            raise ValueError(f"prediction #{i} is missing field 'label'")
+            raise LosaError(f"prediction #{i} is missing field 'label'")
         pred_by_label[row["label"]].append(row)
     labels = sorted(gt_by_label, key=str)
     per_class = {

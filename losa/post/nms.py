@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from losa.post.softnms import soft_nms_greedy, soft_nms_rounds
+from losa.errors import LosaError
 
 __all__ = ["soft_nms", "segment_iou", "seg_voting", "NMS_METHODS"]
 
@@ -73,9 +74,9 @@ def soft_nms(
     ``"rounds"`` (vectorised, default) or ``"greedy"`` (the reference loop); both give one result.
     """
     if method not in NMS_METHODS:
-        raise ValueError(f"unknown NMS method {method!r}; choose from {', '.join(NMS_METHODS)}")
+        raise LosaError(f"unknown NMS method {method!r}; choose from {', '.join(NMS_METHODS)}")
     if method == "gaussian" and sigma <= 0:
-        raise ValueError(f"gaussian soft-NMS needs sigma > 0, got {sigma}")
+        raise LosaError(f"gaussian soft-NMS needs sigma > 0, got {sigma}")
     if segments.dim() != 2 or segments.shape[-1] != 2:
         raise ValueError(f"segments must be [N, 2], got shape {tuple(segments.shape)}")
     n = segments.shape[0]

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from stages.errors import StageError
 
 DEFAULT_SUBSET = "all"
 THUMOS_AMBIGUOUS = "Ambiguous"
@@ -51,7 +52,7 @@ THUMOS_POLICIES: dict[str, frozenset[str]] = {
 }
 
 
-class AnnotationError(ValueError):
+class AnnotationError(StageError):
     """Malformed or inconsistent annotation input (message names file and item)."""
 
 
@@ -61,7 +62,7 @@ def thumos_exclusions(policy: str) -> frozenset[str]:
     try:
         return THUMOS_POLICIES[policy]
     except KeyError:
-        raise ValueError(
+        raise StageError(
             f"unknown exclusion policy {policy!r}; valid: {', '.join(THUMOS_POLICIES)}") from None
 
 
@@ -126,7 +127,7 @@ class Annotations:
         want = canonical_subset(subset)
         found = sorted(v for v, a in self.videos.items() if canonical_subset(a.subset) == want)
         if not found:
-            raise ValueError(f"subset {subset!r} not found in {self.source or 'annotations'}; "
+            raise StageError(f"subset {subset!r} not found in {self.source or 'annotations'}; "
                              f"available: {', '.join(self.subsets()) or '(none)'}")
         return found
 
@@ -438,5 +439,5 @@ def load_annotations(path: str | Path, classes: Sequence[str] | str | Path | Non
     loaders = {"activitynet": load_activitynet_json, "thumos": load_thumos_folder,
                "csv": load_csv, "epic": egocentric.load_epic_csv, "ego4d": egocentric.load_ego4d_mq}
     if fmt not in loaders:
-        raise ValueError(f"unknown annotation format {fmt!r}; valid: auto, {', '.join(loaders)}")
+        raise StageError(f"unknown annotation format {fmt!r}; valid: auto, {', '.join(loaders)}")
     return loaders[fmt](path, classes)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stages.data.resample import resample_features, resampled_geometry
+from stages.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -30,36 +31,59 @@ log = logging.getLogger(__name__)
 AGNOSTIC_CLASS = "action"
 
 
-class MissingVideosError(ValueError):
+class MissingVideosError(StageError):
     """Annotated videos that the activation store does not contain."""
 
 
 @dataclass(frozen=True)
 class StepGeometry:
-    """Affine map between seconds and step coordinates of one video."""
+    """Map between seconds and step coordinates of one video: affine (``t0 + i * dt``), or, for
+    a variable-frame-rate video whose stored step times are not evenly spaced, piecewise linear
+    through those times (``times``; extrapolated with ``dt`` beyond the ends)."""
 
     t0: float  # centre time (s) of step 0
-    dt: float  # seconds between consecutive steps
+    dt: float  # seconds between consecutive steps (mean spacing)
     num_steps: int
+    times: tuple[float, ...] | None = None  # uneven step times (VFR); None = affine
+
+    def _knots(self) -> np.ndarray | None:
+        if self.times is None or len(self.times) != self.num_steps or self.num_steps < 2:
+            return None  # e.g. a resampled copy: the affine map of the mean spacing
+        return np.asarray(self.times, dtype=np.float64)
 
     def to_steps(self, seconds: Any) -> np.ndarray:
-        return (np.asarray(seconds, dtype=np.float64) - self.t0) / self.dt
+        x = np.asarray(seconds, dtype=np.float64)
+        knots = self._knots()
+        if knots is None:
+            return (x - self.t0) / self.dt
+        idx = np.interp(x, knots, np.arange(self.num_steps, dtype=np.float64))
+        below, above = x < knots[0], x > knots[-1]
+        idx = np.where(below, (x - knots[0]) / self.dt, idx)
+        return np.where(above, self.num_steps - 1 + (x - knots[-1]) / self.dt, idx)
 
     def to_seconds(self, steps: Any) -> np.ndarray:
-        return self.t0 + np.asarray(steps, dtype=np.float64) * self.dt
+        i = np.asarray(steps, dtype=np.float64)
+        knots = self._knots()
+        if knots is None:
+            return self.t0 + i * self.dt
+        t = np.interp(i, np.arange(self.num_steps, dtype=np.float64), knots)
+        t = np.where(i < 0, knots[0] + i * self.dt, t)
+        return np.where(i > self.num_steps - 1, knots[-1] + (i - self.num_steps + 1) * self.dt, t)
 
 
 def step_geometry(times: np.ndarray, video_id: str = "?", fallback_dt: float | None = None) -> StepGeometry:
     """Geometry from a store's ``times`` array (mean spacing; must be strictly increasing)."""
     t = np.asarray(times, dtype=np.float64).reshape(-1)
     if t.size == 0:
-        raise ValueError(f"video {video_id!r} has no steps in the store")
+        raise StageError(f"video {video_id!r} has no steps in the store")
     if t.size == 1:
         dt = float(fallback_dt) if fallback_dt and fallback_dt > 0 else 1.0
         return StepGeometry(float(t[0]), dt, 1)
     if not np.all(np.diff(t) > 0):
-        raise ValueError(f"video {video_id!r}: step times are not strictly increasing")
-    return StepGeometry(float(t[0]), float((t[-1] - t[0]) / (t.size - 1)), int(t.size))
+        raise StageError(f"video {video_id!r}: step times are not strictly increasing")
+    dt = float((t[-1] - t[0]) / (t.size - 1))
+    even = np.abs(t - (t[0] + dt * np.arange(t.size))).max() <= 1e-6 * max(1.0, abs(float(t[-1])))
+    return StepGeometry(float(t[0]), dt, int(t.size), None if even else tuple(map(float, t)))
 
 
 @dataclass
@@ -86,7 +110,7 @@ def label_index(label: Any, classes: Sequence[str]) -> int:
     try:
         return list(classes).index(str(label))
     except ValueError:
-        raise ValueError(f"label {label!r} is not in the class list") from None
+        raise StageError(f"label {label!r} is not in the class list") from None
 
 
 def _ann_field(entry: Any, name: str, default: Any = None) -> Any:
@@ -107,7 +131,7 @@ def select_videos(annotations: Any, subset: str | Sequence[str] | None) -> list[
         if wanted is None or _ann_field(entry, "subset") in wanted
     ]
     if wanted is not None and not ids:
-        raise ValueError(f"no annotated videos in subset {sorted(wanted)}")
+        raise StageError(f"no annotated videos in subset {sorted(wanted)}")
     return sorted(ids)
 
 
@@ -195,33 +219,81 @@ def truncate_window(
 
 class _FeatureSource:
     """Reads layer slices from the store, optionally caching whole videos in RAM; with
-    ``resample > 0`` every video is first resampled to that many steps (whole-video read)."""
+    ``resample > 0`` every video is first resampled to that many steps (whole-video read).
 
-    def __init__(self, reader: Any, layers: Sequence[int], cache: bool, resample: int = 0) -> None:
+    Layers in ``mean_layers`` are returned as their mean over cells, ``[T, 1, C]`` (what a model
+    that only uses the cell mean of a layer needs; the cache then holds 1/cells of the data).
+    Named stored ``features`` (e.g. ``"fc_norm"``, [T, C] in the store) come under their name as
+    ``[T, 1, C]``, like a cell mean."""
+
+    def __init__(self, reader: Any, layers: Sequence[int], cache: bool, resample: int = 0,
+                 mean_layers: Sequence[int] = (), features: Sequence[str] = ()) -> None:
         self.reader = reader
         self.layers = list(layers)
+        self.features = list(features)
+        self.keys: list[int | str] = [*self.layers, *self.features]
+        self.mean_layers = {int(x) for x in mean_layers}
         self.cache: dict[str, dict[int, np.ndarray]] | None = {} if cache else None
         self.resample = int(resample)
+
+    def _load(self, video_id: str, t0: int = 0, t1: int | None = None) -> dict[int, np.ndarray]:
+        arrays = self.reader.read(video_id, self.layers, t0, t1) if self.layers else {}
+        out: dict = {k: (v.mean(axis=1, keepdims=True, dtype=np.float32) if k in self.mean_layers
+                         else np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
+        for name in self.features:
+            out[name] = np.ascontiguousarray(self.reader.read_feature(video_id, name, t0, t1)[:, None, :],
+                                             dtype=np.float32)
+        return out
 
     def read(self, video_id: str, t0: int, t1: int) -> dict[int, torch.Tensor]:
         if self.resample:
             whole = self.cache.get(video_id) if self.cache is not None else None
             if whole is None:
-                whole = {k: resample_features(v, self.resample)
-                         for k, v in self.reader.read(video_id, self.layers).items()}
+                whole = {k: resample_features(v, self.resample) for k, v in self._load(video_id).items()}
                 if self.cache is not None:
                     self.cache[video_id] = whole
-            return {k: torch.from_numpy(np.array(whole[k][t0:t1], dtype=np.float32)) for k in self.layers}
+            return {k: torch.from_numpy(np.array(whole[k][t0:t1], dtype=np.float32)) for k in self.keys}
         if self.cache is not None:
             if video_id not in self.cache:
-                self.cache[video_id] = {
-                    k: np.ascontiguousarray(v, dtype=np.float32)
-                    for k, v in self.reader.read(video_id, self.layers).items()
-                }
+                self.cache[video_id] = self._load(video_id)
             arrays = {k: v[t0:t1] for k, v in self.cache[video_id].items()}
-        else:
-            arrays = self.reader.read(video_id, self.layers, t0, t1)
-        return {k: torch.from_numpy(np.array(arrays[k], dtype=np.float32)) for k in self.layers}
+            return {k: torch.from_numpy(np.array(arrays[k], dtype=np.float32)) for k in self.keys}
+        arrays = self._load(video_id, t0, t1)  # freshly decoded float32: no further copy
+        return {k: torch.from_numpy(arrays[k]) for k in self.keys}
+
+
+def cache_bytes(reader: Any, video_ids: Sequence[str], layers: Sequence[int],
+                mean_layers: Sequence[int] = ()) -> int:
+    """float32 bytes that caching these videos' layers would hold (mean layers: one cell)."""
+    means = {int(x) for x in mean_layers}
+    total = 0
+    for vid in video_ids:
+        shapes = reader.layer_shapes(vid)
+        for layer in layers:
+            steps, cells, channels = shapes[int(layer)]
+            total += steps * (1 if int(layer) in means else cells) * channels * 4
+    return total
+
+
+def resolve_cache(cache: bool | str, reader: Any, video_ids: Sequence[str], layers: Sequence[int],
+                  mean_layers: Sequence[int] = (), cache_max_mb: float = 2048.0) -> bool:
+    """``cache`` True/False as given; ``"auto"``: cache when the data fits in ``cache_max_mb``."""
+    if cache == "auto":
+        return cache_bytes(reader, video_ids, layers, mean_layers) <= cache_max_mb * 2**20
+    if isinstance(cache, bool):
+        return cache
+    raise StageError(f"cache must be true, false or 'auto', got {cache!r}")
+
+
+def check_features(reader: Any, features: Sequence[str]) -> list[str]:
+    """The requested named features (e.g. ``fc_norm``), verified to exist for every stored video."""
+    stored = set(reader.features()) if hasattr(reader, "features") else set()
+    bad = [str(x) for x in features if str(x) not in stored]
+    if bad:
+        raise StageError(f"feature(s) {bad} not in the store {getattr(reader, 'path', '')} (stored: "
+                         f"{sorted(stored) or 'none'}); extract with reference_feature: true "
+                         "(--reference-feature) to store fc_norm")
+    return [str(x) for x in features]
 
 
 def check_layers(reader: Any, layers: Sequence[int]) -> list[int]:
@@ -229,9 +301,9 @@ def check_layers(reader: Any, layers: Sequence[int]) -> list[int]:
     stored = set(int(x) for x in reader.layers())
     bad = [int(x) for x in layers if int(x) not in stored]
     if bad:
-        raise ValueError(f"layer(s) {bad} not in the store (stored: {sorted(stored)})")
+        raise StageError(f"layer(s) {bad} not in the store (stored: {sorted(stored)})")
     if not layers:
-        raise ValueError("no layers requested")
+        raise StageError("no layers requested")
     return [int(x) for x in layers]
 
 
@@ -250,11 +322,15 @@ class StoreDataset(Dataset):
         training: bool = True,
         seed: int = 0,
         allow_missing: bool = False,
-        cache: bool = False,
+        cache: bool | str = False,
         resample_steps: int = 0,
         class_agnostic: bool = False,
+        mean_layers: Sequence[int] = (),
+        cache_max_mb: float = 2048.0,
+        features: Sequence[str] = (),
     ) -> None:
-        self.layers = check_layers(reader, layers)
+        self.features = check_features(reader, features)
+        self.layers = check_layers(reader, layers) if (layers or not self.features) else []
         self.classes = [AGNOSTIC_CLASS] if class_agnostic else list(annotations.classes)
         records = build_records(reader, annotations, select_videos(annotations, subset), allow_missing,
                                 resample_steps)
@@ -267,7 +343,7 @@ class StoreDataset(Dataset):
                 log.info("skipping %d training video(s) without actions", len(empty))
             records = [r for r in records if len(r.segments) > 0]
             if not records:
-                raise ValueError(f"no training videos with actions in subset {subset!r}")
+                raise StageError(f"no training videos with actions in subset {subset!r}")
         self.records = records
         self.max_seq_len = int(max_seq_len)
         self.trunc_thresh = float(trunc_thresh)
@@ -275,7 +351,11 @@ class StoreDataset(Dataset):
         self.training = training
         self.seed = int(seed)
         self.epoch = 0
-        self._source = _FeatureSource(reader, self.layers, cache, resample_steps)
+        self.mean_layers = [x for x in self.layers if x in {int(m) for m in mean_layers}]
+        self.cached = resolve_cache(cache, reader, [r.video_id for r in records], self.layers,
+                                    self.mean_layers, cache_max_mb)
+        self._source = _FeatureSource(reader, self.layers, self.cached, resample_steps, self.mean_layers,
+                                      self.features)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random windows of this epoch (call before iterating a DataLoader)."""
@@ -310,9 +390,11 @@ class StoreDataset(Dataset):
 class InferenceDataset(Dataset):
     """Whole videos (no annotations needed), for prediction."""
 
-    def __init__(self, reader: Any, video_ids: Sequence[str], layers: Sequence[int], cache: bool = False,
-                 resample_steps: int = 0) -> None:
-        self.layers = check_layers(reader, layers)
+    def __init__(self, reader: Any, video_ids: Sequence[str], layers: Sequence[int], cache: bool | str = False,
+                 resample_steps: int = 0, mean_layers: Sequence[int] = (), cache_max_mb: float = 2048.0,
+                 features: Sequence[str] = ()) -> None:
+        self.features = check_features(reader, features)
+        self.layers = check_layers(reader, layers) if (layers or not self.features) else []
         stored = set(reader.videos())
         missing = [v for v in video_ids if v not in stored]
         if missing:
@@ -323,7 +405,10 @@ class InferenceDataset(Dataset):
         ]
         if resample_steps:
             self.geometries = [resampled_geometry(g, resample_steps) for g in self.geometries]
-        self._source = _FeatureSource(reader, self.layers, cache, resample_steps)
+        self.mean_layers = [x for x in self.layers if x in {int(m) for m in mean_layers}]
+        self.cached = resolve_cache(cache, reader, self.video_ids, self.layers, self.mean_layers, cache_max_mb)
+        self._source = _FeatureSource(reader, self.layers, self.cached, resample_steps, self.mean_layers,
+                                      self.features)
 
     def __len__(self) -> int:
         return len(self.video_ids)

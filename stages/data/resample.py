@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from stages.errors import StageError
 import torch.nn.functional as F
 
 __all__ = ["resample_features", "resampled_geometry"]
@@ -29,12 +30,12 @@ __all__ = ["resample_features", "resampled_geometry"]
 def resample_features(x: np.ndarray, num_steps: int) -> np.ndarray:
     """``[T, ...]`` → ``[num_steps, ...]`` float32 by linear interpolation over the first axis."""
     if num_steps < 1:
-        raise ValueError(f"resample_steps must be >= 1, got {num_steps}")
+        raise StageError(f"resample_steps must be >= 1, got {num_steps}")
     arr = np.asarray(x, dtype=np.float32)
     if arr.shape[0] == num_steps:
         return np.ascontiguousarray(arr)
     if arr.shape[0] == 0:
-        raise ValueError("cannot resample a video without steps")
+        raise StageError("cannot resample a video without steps")
     flat = torch.from_numpy(np.ascontiguousarray(arr.reshape(arr.shape[0], -1).T))[None]  # [1, D, T]
     out = F.interpolate(flat, size=int(num_steps), mode="linear", align_corners=False)[0]
     return np.ascontiguousarray(out.T.numpy().reshape((int(num_steps),) + arr.shape[1:]))
@@ -44,7 +45,7 @@ def resampled_geometry(geo: Any, num_steps: int) -> Any:
     """The `stages.data.dataset.StepGeometry` ``geo`` of a video after resampling to
     ``num_steps`` steps (module docstring)."""
     if num_steps < 1:
-        raise ValueError(f"resample_steps must be >= 1, got {num_steps}")
+        raise StageError(f"resample_steps must be >= 1, got {num_steps}")
     ratio = geo.num_steps / float(num_steps)
     return replace(geo, t0=geo.t0 + (0.5 * ratio - 0.5) * geo.dt, dt=geo.dt * ratio,
                    num_steps=int(num_steps))

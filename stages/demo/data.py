@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.demo.videogen import SHAPES, draw_shape, drift_crop, random_colour, smooth_texture, write_mp4
+from stages.errors import StageError
 
 __all__ = [
     "CLASSES",
@@ -182,7 +183,7 @@ def object_state(inst: ActionInstance, frame: int, fps: float) -> tuple[float, f
     elif inst.label == "spin":
         angle = inst.angle0 + inst.spin * (n / fps) * _envelope_integral(p, inst.ramp_in, inst.ramp_out)
     else:
-        raise ValueError(f"unknown demo action class {inst.label!r}")
+        raise StageError(f"unknown demo action class {inst.label!r}")
     return cx, inst.y, radius, angle, flash
 
 
@@ -294,19 +295,19 @@ def plan_demo(
 ) -> list[VideoPlan]:  # fmt: skip
     """Plan the whole dataset (cheap, no pixels).  Same arguments → identical plans."""
     if clutter not in CLUTTER:
-        raise ValueError(f"clutter must be one of {sorted(CLUTTER)}, got {clutter!r}")
+        raise StageError(f"clutter must be one of {sorted(CLUTTER)}, got {clutter!r}")
     if num_videos < 2:
-        raise ValueError(f"num_videos must be >= 2 (one training and one testing video), got {num_videos}")
+        raise StageError(f"num_videos must be >= 2 (one training and one testing video), got {num_videos}")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise StageError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if size < 32 or size % 2:
-        raise ValueError(f"size must be an even number >= 32, got {size}")
+        raise StageError(f"size must be an even number >= 32, got {size}")
     if not 4.0 <= fps <= 120.0:
-        raise ValueError(f"fps must be in [4, 120], got {fps}")
+        raise StageError(f"fps must be in [4, 120], got {fps}")
     dmin, gmin = math.ceil(MIN_ACTION_S * fps), math.ceil(MIN_GAP_S * fps)
     if min_len > max_len or _capacity(round(min_len * fps), dmin, gmin) < MIN_ACTIONS:
         need = MIN_ACTIONS * MIN_ACTION_S + (MIN_ACTIONS + 1) * MIN_GAP_S
-        raise ValueError(f"video lengths [{min_len}, {max_len}] s invalid: need {need:g} <= min_len <= max_len")
+        raise StageError(f"video lengths [{min_len}, {max_len}] s invalid: need {need:g} <= min_len <= max_len")
     rng = np.random.default_rng(seed)
     n_test = min(num_videos - 1, max(1, round(num_videos * test_fraction)))
     test_idx = {int(i) for i in rng.choice(num_videos, size=n_test, replace=False)}
@@ -319,7 +320,7 @@ def plan_demo(
         while sum(counts[i] for i in members) < len(CLASSES):  # every class in every subset
             free = [i for i in members if counts[i] < caps[i]]
             if not free:
-                raise ValueError(f"subset {subset!r} is too small to hold all {len(CLASSES)} classes")
+                raise StageError(f"subset {subset!r} is too small to hold all {len(CLASSES)} classes")
             counts[max(free, key=lambda i: caps[i] - counts[i])] += 1
         pool: list[str] = []
         while len(pool) < sum(counts[i] for i in members):  # balanced: classes cycle in random order

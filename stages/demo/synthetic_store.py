@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from storage import ZarrActivationStore, write_video
+from stages.errors import StageError
 
 FPS = 30.0
 CLIP_STRIDE = 4
@@ -42,7 +43,7 @@ def _tokens_layout(cells: int, tokens_layout: Sequence[int] | None) -> list[int]
     if tokens_layout is not None:
         layout = [int(x) for x in tokens_layout]
         if len(layout) != 3 or layout[0] * layout[1] * layout[2] != cells:
-            raise ValueError(f"tokens_layout {layout} does not multiply to cells={cells}")
+            raise StageError(f"tokens_layout {layout} does not multiply to cells={cells}")
         return layout
     g = int(round(math.sqrt(cells)))
     return [1, g, g] if g * g == cells else [cells, 1, 1]
@@ -117,9 +118,9 @@ def make_synthetic_store(
     ``(max(4, T//16), max(8, T//5))``).
     """
     if num_videos < 1 or channels < 1 or cells < 1 or num_classes < 1 or not layers:
-        raise ValueError("num_videos, channels, cells, num_classes and layers must be positive")
+        raise StageError("num_videos, channels, cells, num_classes and layers must be positive")
     if not 0 <= val_videos < num_videos:
-        raise ValueError(f"val_videos={val_videos} must be in 0..{num_videos - 1}")
+        raise StageError(f"val_videos={val_videos} must be in 0..{num_videos - 1}")
     layers = sorted(int(x) for x in layers)
     carrying = set(layers if signal_layers is None else (int(x) for x in signal_layers))
     rng = np.random.default_rng(seed)

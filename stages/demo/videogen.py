@@ -12,6 +12,7 @@ import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from stages.errors import StageError
 
 import numpy as np
 
@@ -32,7 +33,7 @@ SHAPES = ("square", "triangle", "bar", "ellipse")
 def fps_fraction(fps: float) -> Fraction:
     """Exact rational frame rate for `fps` (29.97 → 30000/1001, 15 → 15/1)."""
     if not np.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps must be a positive finite number, got {fps!r}")
+        raise StageError(f"fps must be a positive finite number, got {fps!r}")
     return Fraction(float(fps)).limit_denominator(1001)
 
 
@@ -61,7 +62,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
     path = Path(path)
     frames = _check_frames(path, frames)
     if not 0 <= int(crf) <= 51:
-        raise ValueError(f"{path}: crf must be in 0..51, got {crf}")
+        raise StageError(f"{path}: crf must be in 0..51, got {crf}")
     rate = fps_fraction(fps)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
@@ -106,9 +107,9 @@ def moving_square_frames(num_frames: int, size: int = 64, seed: int = 0) -> np.n
     positions and velocities; the same seed always gives identical frames.
     """
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise StageError(f"num_frames must be >= 1, got {num_frames}")
     if size < 8:
-        raise ValueError(f"size must be >= 8, got {size}")
+        raise StageError(f"size must be >= 8, got {size}")
     rng = np.random.default_rng(seed)
     side = max(4, size // 5)
     colour = rng.integers(60, 256, size=3).astype(np.uint8)
@@ -150,7 +151,7 @@ def _gauge(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.maximum(np.abs(u) / 1.0, np.abs(v) / 0.45)
     if shape == "ellipse":
         return np.sqrt(u * u + (v / 0.55) ** 2)
-    raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+    raise StageError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
 
 
 def draw_shape(

@@ -17,9 +17,10 @@ from typing import Any
 
 from losa.metrics.detection import ANET_TIOUS, evaluate_detection
 from stages.data.annotations import Annotations, load_annotations
+from stages.errors import StageError
 
 
-class PredictionError(ValueError):
+class PredictionError(StageError):
     """Malformed or inconsistent predictions (message names the file and item)."""
 
 
@@ -80,7 +81,7 @@ def resolve_subset(annotations: Annotations, subset: str | None) -> str | None:
         return subset
     subsets = annotations.subsets()
     if len(subsets) > 1:
-        raise ValueError(f"{annotations.source or 'annotations'} has several subsets "
+        raise StageError(f"{annotations.source or 'annotations'} has several subsets "
                          f"({', '.join(subsets)}); choose one to evaluate")
     return subsets[0] if subsets else None
 
@@ -111,7 +112,7 @@ def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Pa
     in_subset = set(video_ids)
     gt = [row for row in ann.ground_truth(subset) if row["video"] in in_subset]
     if not gt:
-        raise ValueError(f"subset {subset!r} of {ann.source or 'annotations'} has no "
+        raise StageError(f"subset {subset!r} of {ann.source or 'annotations'} has no "
                          f"ground-truth segments to evaluate against")
     src = str(predictions_json) if not isinstance(predictions_json, Mapping) else "predictions"
     listed, rows = _read_results(predictions_json)

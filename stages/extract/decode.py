@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from stages.errors import StageError
+
 if TYPE_CHECKING:
     from losa.encoder.sampling import ClipSampling
 
@@ -57,6 +59,7 @@ __all__ = [
     "crop_box",
     "frame_size",
     "iter_clip_batches",
+    "iter_frame_batches",
     "decode_frames",
     "BackgroundIterator",
 ]
@@ -64,7 +67,7 @@ __all__ = [
 RESIZE_MODES = ("short-crop", "squash", "squash-bilinear")
 
 
-class VideoError(ValueError):
+class VideoError(StageError):
     """A file that cannot be used as a video (unreadable, empty, not a video, no frames)."""
 
 
@@ -89,6 +92,12 @@ def backend_name() -> str:
 
 
 def _check_file(path: Path) -> None:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # decord takes str paths only, and these cannot become C strings
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise VideoError(f"{shown}: file name is not valid UTF-8, the decoder cannot open it "
+                         "(rename the file)") from None
     if not path.exists():
         raise VideoError(f"{path}: no such file")
     if not path.is_file():
@@ -106,6 +115,39 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------- probing
+def _mp4_diagnosis(path: Path) -> str | None:
+    """Why an MP4/MOV file (ISO boxes: ``ftyp`` first) cannot be opened, when its top-level boxes
+    tell: no ``moov`` box (the index) or a box cut short — typically an interrupted download or a
+    recording that was never finalised.  None for other files."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8 or head[4:8] != b"ftyp":
+            return None
+        pos, boxes = 0, []
+        while pos + 8 <= size:
+            fh.seek(pos)
+            hdr = fh.read(16)
+            length, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8]
+            if length == 1 and len(hdr) >= 16:  # 64-bit size
+                length = int.from_bytes(hdr[8:16], "big")
+            elif length == 0:  # box runs to the end of the file
+                length = size - pos
+            if length < 8:
+                break
+            boxes.append(kind)
+            if pos + length > size:
+                what = kind.decode("latin-1")
+                return (f"truncated MP4: the {what!r} box needs {pos + length - size} more bytes than "
+                        f"the file has{'' if b'moov' in boxes else ' and there is no moov atom'}; "
+                        "the file was cut short (interrupted download or recording): re-download or remux it")
+            pos += length
+    if b"moov" not in boxes:
+        return ("MP4 without a moov atom (the index of the frames): the file was cut short or never "
+                "finalised; re-download it or remux it (e.g. ffmpeg -i in.mp4 -c copy out.mp4)")
+    return None
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame count, fps and native size of `path`; raises `VideoError` naming the reason."""
     path = Path(path)
@@ -117,7 +159,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             fps = float(vr.get_avg_fps())
             first = vr[0].shape if num_frames > 0 else None
         except Exception as exc:  # decord raises DECORDError/RuntimeError for bad input
-            reason = _first_line(exc).replace(str(path), "file")
+            reason = _mp4_diagnosis(path) or _first_line(exc).replace(str(path), "file")
             raise VideoError(f"{path}: cannot open as a video ({reason})") from None
         if first is None:
             raise VideoError(f"{path}: video stream has no frames")
@@ -135,9 +177,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 def scaled_size(width: int, height: int, resolution: int, resize: str) -> tuple[int, int]:
     """(width, height) the decoder scales to before any crop."""
     if resize not in RESIZE_MODES:
-        raise ValueError(f"unknown resize mode {resize!r} (expected one of {RESIZE_MODES})")
+        raise StageError(f"unknown resize mode {resize!r} (expected one of {RESIZE_MODES})")
     if resolution < 1:
-        raise ValueError(f"resolution must be positive, got {resolution}")
+        raise StageError(f"resolution must be positive, got {resolution}")
     if resize == "squash":
         return resolution, resolution
     if resize == "squash-bilinear":  # scaled later, in float, by the encoder
@@ -298,9 +340,27 @@ def iter_clip_batches(
     Clips follow `sampling.frame_indices(num_frames)`; `info` avoids a second probe when the caller
     already has it; `threads` is decord's decoder thread count (0 = FFmpeg's choice).
     """
+    for start, frames, index in iter_frame_batches(path, sampling, resolution, resize, batch_clips, info, threads):
+        yield start, frames[index]
+
+
+def iter_frame_batches(
+    path: str | os.PathLike,
+    sampling: ClipSampling,
+    resolution: int,
+    resize: str,
+    batch_clips: int,
+    info: VideoInfo | None = None,
+    threads: int = 0,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Like `iter_clip_batches`, without gathering the overlapping clips: yields (first clip index,
+    the batch's distinct frames uint8 [U, res, res, 3], index int64 [n, frames_per_clip] into them).
+
+    ``frames[index]`` is the clip batch; a consumer can convert each frame once (U ≈ n·stride + span
+    frames instead of n·F) and gather after.  Consecutive batches share the span − stride overlap."""
     path = Path(path)
     if batch_clips < 1:
-        raise ValueError(f"batch_clips must be >= 1, got {batch_clips}")
+        raise StageError(f"batch_clips must be >= 1, got {batch_clips}")
     info = info or probe_video(path)
     clip_frames = np.asarray(sampling.frame_indices(info.num_frames), dtype=np.int64)
     source, width, height = _open_source(path, info, resolution, resize, threads)
@@ -321,8 +381,9 @@ def iter_clip_batches(
             cache_idx = np.concatenate([cache_idx, new])
             cache = np.concatenate([cache, _crop(decoded, width, height, resolution, resize)])
             done_upto = hi
-        clips = cache[np.searchsorted(cache_idx, idx)]  # [n, F, res, res, 3] gathered by index
-        yield start, clips
+        pos = np.searchsorted(cache_idx, idx)  # [n, F] positions of the clips' frames in the cache
+        lo, hi_pos = int(pos.min()), int(pos.max()) + 1
+        yield start, cache[lo:hi_pos], pos - lo
         if start + batch_clips < len(clip_frames):  # keep only frames later clips still read
             keep = cache_idx >= clip_frames[start + batch_clips, 0]
             cache_idx, cache = cache_idx[keep], cache[keep]

@@ -28,10 +28,12 @@ from stages.extract.decode import (
     VideoError,
     VideoInfo,
     backend_name,
-    iter_clip_batches,
+    iter_frame_batches,
     probe_video,
 )
 from stages.extract.config import ExtractConfig, sha256_file
+from stages.extract.failures import record_video_failure
+from stages.extract.timing import frame_start_times, step_times
 from stages.errors import StageError
 
 __all__ = [
@@ -61,6 +63,10 @@ class ExtractSummary:
     seconds: float = 0.0
     busy: int = 0  # claimed by another process at the time (left to it)
     failed_videos: list[str] = field(default_factory=list)
+    #: failures that could not be written to the store's failure log: "video_id: reason"
+    unrecorded: list[str] = field(default_factory=list)
+    #: why the run stopped early (store not writable: disk full, read-only, ...); None = it did not
+    stopped: str | None = None
 
     @property
     def clips_per_second(self) -> float:
@@ -74,6 +80,8 @@ class ExtractSummary:
         self.clips += other.clips
         self.busy += other.busy
         self.failed_videos += other.failed_videos
+        self.unrecorded += other.unrecorded
+        self.stopped = self.stopped or other.stopped
         self.seconds = max(self.seconds, other.seconds)
 
     def to_dict(self) -> dict:
@@ -99,16 +107,19 @@ def discover_videos(inputs: Path | str | Sequence[Path | str]) -> list[VideoItem
     A folder is searched recursively for files with a video suffix (hidden files and folders are
     skipped); id = path relative to the folder without suffix, '/'-separated.  A file given
     explicitly is always taken (whatever its suffix, so a bad file becomes a recorded failure);
-    its id is its name without suffix.  Raises FileNotFoundError for a missing input and
-    ValueError when two inputs map to the same id.
+    its id is its name without suffix.  Name bytes that are not UTF-8 become ``\\xNN`` in the id
+    (`storable_id`); every id has a store key (`storage.safe_key`, hashed when over-long), so no
+    file name can stop a run.  Raises FileNotFoundError for a missing input and StageError when
+    two inputs map to the same id.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     items: dict[str, VideoItem] = {}
 
     def add(video_id: str, path: Path) -> None:
+        video_id = storable_id(video_id)
         if video_id in items and items[video_id].path.resolve() != path.resolve():
-            raise ValueError(
+            raise StageError(
                 f"two inputs share the video id {video_id!r}: {items[video_id].path} and {path}"
             )
         items[video_id] = VideoItem(video_id, path)
@@ -127,8 +138,20 @@ def discover_videos(inputs: Path | str | Sequence[Path | str]) -> list[VideoItem
     return [items[k] for k in sorted(items)]
 
 
+def storable_id(video_id: str) -> str:
+    """`video_id` as a valid Unicode string: bytes of a file name that are not UTF-8 (Python keeps
+    them as lone surrogates, which JSON, the store attrs and the terminal refuse) are written as
+    ``\\xNN``, so such a file is extracted like any other instead of failing where it is logged."""
+    try:
+        video_id.encode("utf-8")
+        return video_id
+    except UnicodeEncodeError:
+        return os.fsencode(video_id).decode("utf-8", "backslashreplace")
+
+
 def _stable_bucket(video_id: str, n: int) -> int:
-    digest = hashlib.sha1(video_id.encode("utf-8")).digest()
+    # surrogatepass: a file name with undecodable bytes (lone surrogates) must not stop the run
+    digest = hashlib.sha1(video_id.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % n
 
 
@@ -136,7 +159,7 @@ def select_shard(items: Sequence[VideoItem], shard: tuple[int, int]) -> list[Vid
     """Videos of shard i of n: stable hash of the video id mod n (independent of the input list)."""
     index, count = int(shard[0]), int(shard[1])
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count} is invalid: need 0 <= i < n")
+        raise StageError(f"shard {index}/{count} is invalid: need 0 <= i < n")
     return [it for it in items if _stable_bucket(it.video_id, count) == index]
 
 
@@ -167,6 +190,14 @@ class ClipEncoder:
             from losa.encoder.checkpoint import load_official_checkpoint
 
             _fit_checkpoint(cfg, load_official_checkpoint, model)
+        # The pixel normalisation is folded into the patch embedding (exact: a linear conv with
+        # stride = kernel, no padding): the model takes 0..255 values, converted once per frame.
+        # Not for "squash-bilinear", whose reference recipe resizes the normalised float frames.
+        self.folded = cfg.resize != "squash-bilinear"
+        if self.folded:
+            from losa.encoder.sampling import input_affine
+
+            model.fold_input_affine(*input_affine(cfg.norm))
         self.model = model.to(self.device).eval()
         self.layers = cfg.all_layers
         depth = cfg.backbone.depth
@@ -183,18 +214,40 @@ class ClipEncoder:
         return contextlib.nullcontext()
 
     def __call__(self, clips: np.ndarray) -> dict[int, np.ndarray]:
+        """uint8 clips [n, F, H, W, 3] → {layer: [n, cells, C]} (see `encode`)."""
+        n, f = clips.shape[:2]
+        return self.encode(clips.reshape(n * f, *clips.shape[2:]), np.arange(n * f).reshape(n, f))
+
+    def _input(self, frames: np.ndarray, index: np.ndarray):
+        """Distinct uint8 frames [U, H, W, 3] + clip index [n, F] → model input [n, 3, F, H, W]:
+        each frame is converted (and, unfolded, normalised) once, then the clips are gathered."""
         import torch
 
         from losa.encoder.sampling import normalise
+
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        idx = torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            idx = idx.to(self.device, non_blocking=True)
+        if self.folded:  # 0..255 are exact in bf16 / fp16: convert straight to the compute dtype
+            x = x.movedim(-1, 0).to(self.autocast_dtype or torch.float32)    # [3, U, H, W]
+        else:
+            x = normalise(x, self.cfg.norm)                                  # [3, U, H, W]
+        clips = x[:, idx].transpose(0, 1)                                    # [n, 3, F, H, W]
+        if self.cfg.resize == "squash-bilinear":
+            clips = _squash_bilinear(clips, self.cfg.resolution)
+        return clips.contiguous()
+
+    def encode(self, frames: np.ndarray, index: np.ndarray) -> dict[int, np.ndarray]:
+        """Distinct uint8 frames [U, H, W, 3] and clip index [n, F] into them (`iter_frame_batches`)
+        → {layer: np.ndarray [n, cells, C]} in the store representation."""
+        import torch
+
         from losa.encoder.tokens import pool_tokens
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(clips))
-            if self.device.type == "cuda":
-                x = x.pin_memory().to(self.device, non_blocking=True)
-            x = normalise(x, self.cfg.norm)
-            if self.cfg.resize == "squash-bilinear":
-                x = _squash_bilinear(x, self.cfg.resolution)
+            x = self._input(frames, index)
             with self._precision_context():
                 tokens = self.model.forward_layers(x, self.run_layers)
             out: dict = {}
@@ -216,9 +269,10 @@ class ClipEncoder:
         if self.cfg.store_dtype == "bfloat16":
             return x.to(torch.bfloat16).view(torch.int16).cpu().numpy().view(np.uint16)
         half = x.to(torch.float16)
-        if bool((torch.isinf(half) & torch.isfinite(x)).any()):
+        # one reduction: values below 65520 round to finite float16 (NaN compares False, as before)
+        if float(x.abs().amax()) >= 65520.0 and bool((torch.isinf(half) & torch.isfinite(x)).any()):
             peak = float(x[torch.isfinite(x)].abs().max())
-            raise ValueError(f"layer {layer}: activations up to {peak:.4g} overflow float16 "
+            raise StageError(f"layer {layer}: activations up to {peak:.4g} overflow float16 "
                              "(max 65504); extract with store dtype bfloat16")
         return half.cpu().numpy()
 
@@ -334,16 +388,19 @@ class ChunkedWriter:
         self._pending_rows -= rows
 
     def _run(self) -> None:
+        ended = False  # the end-of-stream marker has been consumed
         try:
             while (arrays := self._queue.get()) is not None:
                 self._pending.append(arrays)
                 self._pending_rows += len(next(iter(arrays.values())))
                 if self._pending_rows >= self.chunk_steps:
                     self._flush(final=False)
+            ended = True
             self._flush(final=True)
         except BaseException as exc:
             self._error = exc
-            while self._queue.get() is not None:  # drain so the producer never blocks
+            # drain so the producer never blocks; the marker comes once, so stop if it came already
+            while not ended and self._queue.get() is not None:
                 pass
 
     def __enter__(self) -> ChunkedWriter:
@@ -356,7 +413,8 @@ class ChunkedWriter:
                 break
             except queue.Full:
                 continue
-        self._thread.join()
+        while self._thread.is_alive():  # the thread exits after the marker, whatever happened
+            self._thread.join(timeout=0.1)
         if exc_type is None and self._error is not None:
             raise self._error
 
@@ -379,7 +437,10 @@ def _extract_one(
     t_start = time.perf_counter()
     info: VideoInfo = probe_video(item.path)
     starts = cfg.sampling.clip_starts(info.num_frames)
-    times = np.asarray(cfg.sampling.centre_times(info.num_frames, info.fps), dtype=np.float64)
+    # clip centres: frame rate, or presentation timestamps for variable-frame-rate files
+    timed = step_times(starts, cfg.sampling.span(), info.num_frames, info.fps,
+                       frame_start_times(item.path, info.num_frames))
+    times = np.asarray(timed.times, dtype=np.float64)
     num_steps = len(starts)
     writer = store.begin_video(
         item.video_id,
@@ -393,21 +454,22 @@ def _extract_one(
     )
     try:
         batches = BackgroundIterator(
-            iter_clip_batches(item.path, cfg.sampling, cfg.resolution, cfg.resize,
-                              cfg.batch_clips, info=info, threads=decode_threads),
+            iter_frame_batches(item.path, cfg.sampling, cfg.resolution, cfg.resize,
+                               cfg.batch_clips, info=info, threads=decode_threads),
             prefetch=2,
         )
         with batches, ChunkedWriter(writer, num_steps, cfg.chunk_steps) as sink:
-            for t0, clips in batches:
-                sink.put(t0, encoder(clips))
+            for t0, frames, index in batches:
+                sink.put(t0, encoder.encode(frames, index))
         if sink.rows_written != num_steps:
             raise VideoError(f"{item.path}: decoded {sink.rows_written} of {num_steps} clips")
         writer.commit(times, {
             "source": os.path.abspath(item.path),
             "fps": info.fps,
             "num_frames": info.num_frames,
-            "duration": info.duration,
+            "duration": timed.duration,
             "num_steps": num_steps,
+            "timing": timed.timing,  # "fps": frame index / fps; "pts": decoder timestamps (VFR)
             "extra": {
                 "width": info.width,
                 "height": info.height,
@@ -424,6 +486,21 @@ def _extract_one(
         writer.abort()
         raise
     return num_steps
+
+
+class _SetupFailure(Exception):
+    """Building the encoder failed: an error of the run, not of the video being extracted."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _build_encoder(cfg: ExtractConfig) -> ClipEncoder:
+    try:
+        return ClipEncoder(cfg)
+    except Exception as exc:
+        raise _SetupFailure(exc) from exc
 
 
 def _worker_loop(
@@ -455,24 +532,24 @@ def _worker_loop(
                    desc=f"extract[{worker}]" if workers > 1 else "extract", dynamic_ncols=True)
     try:
         for item in order:
-            if store.is_complete(item.video_id):
-                summary.skipped_existing += 1
-            else:
-                with store.claim(item.video_id) as mine:
-                    if not mine:
-                        summary.busy += 1
-                    else:
-                        if encoder is None:  # built lazily: a finished store costs no model load
-                            encoder = ClipEncoder(cfg)
-                        try:
+            try:
+                if store.is_complete(item.video_id):
+                    summary.skipped_existing += 1
+                else:
+                    with store.claim(item.video_id) as mine:
+                        if not mine:
+                            summary.busy += 1
+                        else:
+                            if encoder is None:  # built lazily: a finished store costs no model load
+                                encoder = _build_encoder(cfg)
                             summary.clips += _extract_one(store, item, encoder, cfg, decode_threads)
                             summary.done += 1
-                        except Exception as exc:  # one bad video must not stop the run
-                            shown = str(exc) if isinstance(exc, VideoError) else f"{type(exc).__name__}: {exc}"
-                            reason = " ".join(shown.split())
-                            store.record_failure(item.video_id, os.path.abspath(item.path), reason)
-                            summary.failed += 1
-                            summary.failed_videos.append(item.video_id)
+            except _SetupFailure as exc:  # not the video's fault: stop with the encoder's error
+                raise exc.error from None
+            except Exception as exc:  # one bad video (or name) must not stop the run
+                summary.stopped = record_video_failure(store, item.video_id, item.path, exc, summary)
+            if summary.stopped:
+                break
             if bar is not None:
                 elapsed = time.perf_counter() - t_start
                 bar.set_postfix(clips_s=f"{summary.clips / max(elapsed, 1e-9):.1f}",
@@ -508,7 +585,7 @@ def run_extract(
     `encoder` reuses an already built `ClipEncoder(cfg)` (single worker only; benchmarks).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        raise StageError(f"workers must be a positive integer, got {workers!r}")
     store_path = Path(store_path)
     items = select_shard(discover_videos(inputs), shard)
     device = cfg.resolve_device()

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from losa.post.fusion import FUSION_FORMULAS, fuse_video
+from stages.errors import StageError
 
 __all__ = ["ClassifierScores", "ClassifierScoresError", "FusionSettings", "agnostic_annotations",
            "fuse_predictions", "fuse_results", "load_classifier_scores"]
 
 
-class ClassifierScoresError(ValueError):
+class ClassifierScoresError(StageError):
     """A classifier-scores file that cannot be used (message names the file and item)."""
 
 
@@ -49,12 +50,12 @@ class FusionSettings:
 
     def __post_init__(self) -> None:
         if self.topk < 1:
-            raise ValueError(f"fusion topk must be >= 1, got {self.topk}")
+            raise StageError(f"fusion topk must be >= 1, got {self.topk}")
         if self.formula not in FUSION_FORMULAS:
-            raise ValueError(f"unknown fusion formula {self.formula!r}; choose from "
+            raise StageError(f"unknown fusion formula {self.formula!r}; choose from "
                              f"{', '.join(FUSION_FORMULAS)}")
         if self.max_segments < 0:
-            raise ValueError(f"fusion max_segments must be >= 0, got {self.max_segments}")
+            raise StageError(f"fusion max_segments must be >= 0, got {self.max_segments}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"topk": self.topk, "formula": self.formula, "softmax": self.softmax,

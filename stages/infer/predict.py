@@ -20,6 +20,8 @@ from losa.model import LoSAConfig, TALModel
 from stages.data.dataset import Collate, InferenceDataset, length_sorted_batches
 from stages.rundir import MODEL_FILE
 from stages.runtime import amp_dtype, autocast_context, resolve_device
+from stages.errors import StageError
+from stages.provenance import require_same_provenance
 
 
 def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_classes: int) -> LoSAConfig:
@@ -31,13 +33,13 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
     """
     stored, videos = reader.layers(), reader.videos()
     if not stored or not videos:
-        raise ValueError(f"store {getattr(reader, 'path', '')} holds no complete videos")
+        raise StageError(f"store {getattr(reader, 'path', '')} holds no complete videos")
     o = dict(overrides)
     if "layers" in o:
         o["tapped_layers"] = o.pop("layers")
     fixed = {"channels", "cells", "grid", "t_sub", "num_classes"} & set(o)
     if fixed:
-        raise ValueError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
+        raise StageError(f"model setting(s) {', '.join(sorted(fixed))} are fixed by the store and annotations")
     last = int(o.pop("last_layer", None) or stored[-1])
     _, cells, channels = reader.layer_shapes(videos[0])[last] if last in stored else (0, 0, 0)
     taps = o.pop("tapped_layers", None)
@@ -46,11 +48,14 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
         taps = []
     missing = [v for v in [*taps, last] if v not in stored]
     if missing:
-        raise ValueError(f"layer(s) {missing} not in the store (stored: {stored})")
+        raise StageError(f"layer(s) {missing} not in the store (stored: {stored})")
     if last in taps:
-        raise ValueError(f"layer {last} is the last layer and cannot also be a tapped layer")
+        raise StageError(f"layer {last} is the last layer and cannot also be a tapped layer")
     if not taps and o.get("mode", "losa") != "head-only":
-        raise ValueError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
+        raise StageError(f"mode {o.get('mode', 'losa')!r} needs tapped layers but the store only holds layer {last}")
+    if o.get("base_feature") == "fc_norm" and "fc_norm" not in reader.features():
+        raise StageError(f"base_feature fc_norm: store {getattr(reader, 'path', '')} holds no fc_norm feature; "
+                         "extract with reference_feature: true (--reference-feature), see docs/reference-recipes.md")
     layout = reader.provenance.get("tokens_layout")
     if not layout:
         g = int(round(math.sqrt(cells)))
@@ -62,16 +67,18 @@ def model_config_from_store(reader: Any, overrides: Mapping[str, Any], num_class
 
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[TALModel, dict[str, Any]]:
     """Load a trained model from a run directory (or its ``model.pt``); returns (model in eval mode, run info)."""
-    path = Path(run)
-    path = path / MODEL_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"trained model not found: {path} (did training finish?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != "losa-model":
-        raise ValueError(f"{path} is not a LoSA model file")
+    from stages.rundir import RunError, read_model_file
+
+    state = read_model_file(run)  # one line when missing, truncated or not a model file
     info = state["info"]
+    if "model_cfg" not in info:
+        raise RunError(f"{run}: the model file records no model_cfg")
     model = TALModel(LoSAConfig.from_dict(info["model_cfg"]))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # weights of another model (edited or mixed-up file)
+        first = " ".join(str(exc).split())[:200]
+        raise RunError(f"{run}: the weights do not fit the recorded model ({first})") from None
     return model.to(resolve_device(device)).eval(), info
 
 
@@ -95,7 +102,11 @@ def predict_store(
     in training (None: the run's setting, else 0 = native length). Step coordinates become seconds with the store's step times
     (``t = times[0] + x * dt``), clipped to ``[0, duration]``."""
     if isinstance(model, (str, Path)):
+        run_name = model
         model, info = load_run(model, device)
+        # never score a run on features of another recipe (one line naming each differing key)
+        require_same_provenance(info.get("store_provenance"), reader.provenance,
+                                what=f"run {run_name}", store=getattr(reader, "path", "?"))
         classes = classes or info["classes"]
         nms = nms if nms is not None else info["train_cfg"].get("nms")
         if resample_steps is None:
@@ -107,7 +118,8 @@ def predict_store(
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in ids}
     if not ids:
         return {"version": "losa", "results": results, "external_data": {}}
-    ds = InferenceDataset(reader, ids, model.cfg.required_layers, resample_steps=int(resample_steps or 0))
+    ds = InferenceDataset(reader, ids, model.cfg.required_layers, resample_steps=int(resample_steps or 0),
+                          mean_layers=model.cfg.mean_layers, features=model.cfg.required_features)
     loader = DataLoader(ds, batch_sampler=length_sorted_batches(ds.lengths, batch_size),
                         collate_fn=Collate(model.head.strides[-1]))
     index = {v: i for i, v in enumerate(ids)}

@@ -2,9 +2,9 @@
 
 In one run, on the same videos and the same model, it measures:
 
-1. decode-only clips/s: `iter_clip_batches` over every video (decode + resize + crop + gather);
-2. backbone-only clips/s: `ClipEncoder` on random uint8 clips already in memory, same batch size
-   (normalise + forward + pool + cast, including the host→device copy of the uint8 batch);
+1. decode-only clips/s: `iter_frame_batches` over every video (decode + resize + crop);
+2. backbone-only clips/s: `ClipEncoder.encode` on random uint8 frames already in memory, batched
+   as extraction batches them (convert + gather + forward + pool + cast, incl. the host→device copy);
 3. full clips/s: `run_extract` into a temporary store (decode thread + forward + writer thread +
    commit), with the already warmed-up model;
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.extract.decode import iter_clip_batches, probe_video
+from stages.extract.decode import iter_frame_batches, probe_video
 from stages.extract.run import ClipEncoder, discover_videos, run_extract
 from stages.extract.config import ExtractConfig
 from stages.errors import StageError
@@ -82,23 +82,28 @@ def _decode_rate(cfg: ExtractConfig, paths: list[Path]) -> tuple[int, float]:
     start = time.perf_counter()
     for path in paths:
         info = probe_video(path)
-        for _, batch in iter_clip_batches(path, cfg.sampling, cfg.resolution, cfg.resize,
-                                          cfg.batch_clips, info=info):
-            clips += len(batch)
+        for _, _frames, index in iter_frame_batches(path, cfg.sampling, cfg.resolution, cfg.resize,
+                                                    cfg.batch_clips, info=info):
+            clips += len(index)
     return clips, clips / max(time.perf_counter() - start, 1e-9)
 
 
 def _backbone_rate(encoder: ClipEncoder, cfg: ExtractConfig, min_clips: int, seed: int = 0) -> float:
+    """Clips/s of `ClipEncoder.encode` on random frames in memory, batched as extraction batches
+    them: `batch_clips` overlapping clips (stride `clip_stride`) over their distinct frames."""
     rng = np.random.default_rng(seed)
-    shape = (cfg.batch_clips, cfg.sampling.frames_per_clip, cfg.resolution, cfg.resolution, 3)
-    batch = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    s = cfg.sampling
+    index = (np.arange(cfg.batch_clips)[:, None] * s.clip_stride
+             + np.arange(s.frames_per_clip)[None, :] * s.frame_step)
+    shape = (int(index.max()) + 1, cfg.resolution, cfg.resolution, 3)
+    frames = rng.integers(0, 256, size=shape, dtype=np.uint8)
     for _ in range(2):  # warm-up (kernel selection, allocator)
-        encoder(batch)
+        encoder.encode(frames, index)
     _sync(encoder.device)
     steps = max(2, -(-min_clips // cfg.batch_clips))
     start = time.perf_counter()
     for _ in range(steps):
-        encoder(batch)
+        encoder.encode(frames, index)
     _sync(encoder.device)
     return steps * cfg.batch_clips / max(time.perf_counter() - start, 1e-9)
 

@@ -39,6 +39,7 @@ from stages.demo.synthetic_store import make_synthetic_store
 from stages.infer.predict import model_config_from_store
 from stages.runtime import amp_dtype, autocast_context, resolve_device
 from storage import open_store
+from stages.errors import StageError
 
 __all__ = ["bench_train", "to_markdown", "write_report"]
 
@@ -178,7 +179,7 @@ def bench_train(
     mode but kept by the C allocator cannot hide the next mode's peak.
     """
     if num_steps < 1 or num_videos < 1 or batch_size < 1 or iters < 1 or warmup < 0:
-        raise ValueError("num_steps, num_videos, batch_size and iters must be >= 1 (warmup >= 0)")
+        raise StageError("num_steps, num_videos, batch_size and iters must be >= 1 (warmup >= 0)")
     dev = resolve_device(device)
     isolate = dev.type != "cuda" if isolate is None else isolate
     say = progress or (lambda _msg: None)
@@ -277,4 +278,4 @@ def write_report(res: Mapping[str, Any], out: str | Path) -> None:
     elif out.suffix.lower() in (".md", ".markdown"):
         out.write_text(res.get("markdown") or to_markdown(res), encoding="utf-8")
     else:
-        raise ValueError(f"--out {out}: use a .json or .md file name")
+        raise StageError(f"--out {out}: use a .json or .md file name")

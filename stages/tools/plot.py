@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from stages.errors import StageError
 
 __all__ = [
     "DET_COLOUR",
@@ -46,7 +47,7 @@ def select_detections(detections: Sequence[Mapping[str, Any]], top_k: int | None
             start, end = (float(x) for x in det["segment"])
             score, label = float(det["score"]), str(det["label"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"detection {i} is not {{label, score, segment: [start, end]}}: {det!r}") from None
+            raise StageError(f"detection {i} is not {{label, score, segment: [start, end]}}: {det!r}") from None
         if score >= min_score:
             kept.append({"label": label, "score": score, "segment": [start, end]})
     kept.sort(key=lambda d: -d["score"])
@@ -177,18 +178,18 @@ def load_metrics(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> lis
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+                raise StageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
             if isinstance(rows, Mapping):
                 rows = rows.get("history", rows.get("metrics"))
         where = str(path)
     else:
         rows, where = source, "metrics"
     if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)) or not rows:
-        raise ValueError(f"{where}: no per-epoch rows to plot")
+        raise StageError(f"{where}: no per-epoch rows to plot")
     out = []
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping) or "epoch" not in row:
-            raise ValueError(f"{where}: row {i + 1} has no 'epoch' column")
+            raise StageError(f"{where}: row {i + 1} has no 'epoch' column")
         out.append({str(k): _as_float(v) for k, v in row.items()})
     return out
 
@@ -214,7 +215,7 @@ def plot_training_curves(metrics_csv_or_json: str | os.PathLike | Sequence[Mappi
     panels = [("loss", losses)] + ([("validation", vals)] if vals else [])
     panels += [("learning rate", ["lr"])] if series("lr") else []
     if not losses:
-        raise ValueError("metrics have no loss column to plot (expected loss, cls_loss, reg_loss)")
+        raise StageError("metrics have no loss column to plot (expected loss, cls_loss, reg_loss)")
 
     fig = Figure(figsize=(4.2 * len(panels) + 1.0, 3.6))
     for i, (name, cols) in enumerate(panels):

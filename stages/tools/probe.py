@@ -77,12 +77,12 @@ def run_probe(reader, annotations, train_subset: str, test_subset: str | None,
     (:func:`stages.data.holdout.split_holdout`, the split training uses); ``test_subset`` is then
     not read — choose layers there, report test once."""
     if input_norm not in ("none", "sequence"):
-        raise ValueError(f"input_norm must be none or sequence, got {input_norm!r}")
+        raise StageError(f"input_norm must be none or sequence, got {input_norm!r}")
     layers = list(layers) if layers else list(reader.layers())
     stored = set(reader.layers())
     missing = [l for l in layers if l not in stored]
     if missing:
-        raise ValueError(f"layer(s) {missing} not in the store (stored: {sorted(stored)})")
+        raise StageError(f"layer(s) {missing} not in the store (stored: {sorted(stored)})")
     classes = list(annotations.classes)
     cidx = {c: i for i, c in enumerate(classes)}
     in_store = set(reader.videos())
@@ -90,7 +90,7 @@ def run_probe(reader, annotations, train_subset: str, test_subset: str | None,
     def videos_of(subset: str) -> list[str]:
         vids = [v for v in annotations.videos_in(subset) if v in in_store]
         if not vids:
-            raise ValueError(f"no video of subset '{subset}' is in the store")
+            raise StageError(f"no video of subset '{subset}' is in the store")
         return vids
 
     def label_fn(vid, times):

@@ -12,7 +12,6 @@ defined in `stages.rundir`; `stages.infer.predict` turns a run into ActivityNet-
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -32,14 +31,16 @@ from stages.data.annotations import Annotations, load_annotations
 from stages.data.dataset import Collate, StoreDataset
 from stages.infer.predict import model_config_from_store, predict_store
 from stages.data.holdout import holdout_of
-from stages.rundir import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, MODEL_FILE, write_metrics_csv, write_model_file,
-                           write_run_info)
+from stages.rundir import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, MODEL_FILE, RUN_FILE, read_run_info,
+                           write_metrics_csv, write_model_file, write_run_info)
 from stages.runtime import amp_dtype, autocast_context, resolve_device
 from stages.train.live import CurveLog
 from stages.train.config import TrainConfig
 from storage import open_store
 from storage.atomic import atomic_write
 from stages.errors import StageError
+from stages.provenance import require_same_provenance
+from stages.torchfile import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +63,21 @@ class TrainResult:
     ema: TALModel | None
 
 
-class ModelEMA:
-    """Exponential moving average of a model's state (parameters and float buffers), ActionFormer style."""
+def make_ema(model: torch.nn.Module, decay: float) -> Any:
+    """timm's model EMA (`ModelEmaV3`, fixed decay): float parameters and buffers lerp towards the
+    model, other buffers are copied; ``.module`` holds the averaged model, ``.update(model)`` steps it."""
+    from timm.utils import ModelEmaV3
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v.detach(), 1.0 - self.decay)
-            else:
-                ema_v.copy_(v)
+    ema = ModelEmaV3(model, decay=float(decay))
+    ema.module.requires_grad_(False)
+    return ema
 
 
 class WarmupCosine:
-    """LR factor per iteration: linear warm-up to 1, then cosine (or constant) down to ``floor``."""
+    """LR factor per iteration: linear warm-up to 1, then cosine (or constant) down to ``floor``.
+
+    Kept instead of timm's CosineLRScheduler: timm's warm-up starts at ``warmup_lr_init`` and reaches
+    the base lr one iteration later ((it+1)/W here), so it cannot reproduce this schedule exactly."""
 
     def __init__(self, warmup: int, total: int, schedule: str = "cosine", floor: float = 0.0) -> None:
         self.warmup, self.total, self.schedule, self.floor = int(warmup), int(total), schedule, float(floor)
@@ -216,7 +214,11 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     if resume:
         if not ckpt_path.is_file():
             raise RunDirError(f"nothing to resume: {ckpt_path} does not exist")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = load_torch_file(ckpt_path, "training checkpoint", CHECKPOINT_FORMAT)
+        missing = [k for k in ("model", "optimizer", "scheduler", "epoch", "model_cfg", "train_cfg", "classes")
+                   if k not in ckpt]
+        if missing:
+            raise RunDirError(f"cannot resume from {ckpt_path}: it lacks {', '.join(missing)}")
     elif ckpt_path.exists():
         raise RunDirError(f"{run_dir} already holds a training run; pass resume or choose another output")
     reader = open_store(store_path) if isinstance(store_path, (str, Path)) else store_path
@@ -225,12 +227,18 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     overrides = {"long_context": tcfg.max_seq_len, **overrides}
     mcfg = model_config_from_store(reader, overrides, 1 if tcfg.class_agnostic else len(ann.classes))
     if val_subset and not ann.ground_truth(val_subset):  # fail now, not after the last epoch
-        raise ValueError(f"validation subset {val_subset!r} has no ground-truth segments")
+        raise StageError(f"validation subset {val_subset!r} has no ground-truth segments")
     if ckpt is not None:
+        # the features must be those the run was trained on so far (checkpoint, else run.json)
+        recorded = ckpt.get("store_provenance") if isinstance(ckpt, dict) else None
+        if recorded is None and (run_dir / RUN_FILE).is_file():
+            recorded = read_run_info(run_dir).get("store_provenance")
+        require_same_provenance(recorded, reader.provenance, what=f"resume: run {run_dir}",
+                                store=getattr(reader, "path", store_path))
         _check_same("model config", ckpt["model_cfg"], mcfg.to_dict(), set())
         _check_same("train config", ckpt["train_cfg"], tcfg.to_dict(),
                     {"epochs", "num_workers", "device", "eval_every", "eval_batch_size", "checkpoint_every",
-                     "cache_features", "nms", "eval_tious"})
+                     "cache_features", "cache_max_mb", "nms", "eval_tious"})
         if list(ckpt["classes"]) != list(ann.classes):
             raise RunDirError("resume: the class list differs from the checkpoint's")
 
@@ -241,11 +249,12 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     seed_everything(tcfg.seed)  # identical initial weights on every rank
     device = dist.device
     model = TALModel(mcfg).to(device)
-    ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None
+    ema = make_ema(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None
     dataset = StoreDataset(
         reader, train_ann, train_subset, mcfg.required_layers, tcfg.max_seq_len, tcfg.trunc_thresh,
         tcfg.crop_ratio, training=True, seed=tcfg.seed, allow_missing=allow_missing,
         cache=tcfg.cache_features, resample_steps=tcfg.resample_steps, class_agnostic=tcfg.class_agnostic,
+        mean_layers=mcfg.mean_layers, cache_max_mb=tcfg.cache_max_mb, features=mcfg.required_features,
     )
     sampler = DistributedSampler(dataset, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=tcfg.seed)
     loader = DataLoader(
@@ -303,6 +312,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": _rng_state(), "model_cfg": mcfg.to_dict(),
             "train_cfg": tcfg.to_dict(), "classes": list(ann.classes),
+            "store_provenance": reader.provenance,
         }
         atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
 

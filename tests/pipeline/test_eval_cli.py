@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from pipeline.cli_eval import main, run_eval
 from pipeline.errors import CliError, handle_user_errors, user_errors
+from stages.errors import StageError
 from stages.data.annotations import load_annotations
 from stages.evaluate.run import (
     PredictionError,
@@ -205,7 +206,7 @@ def test_error_helpers():
     @handle_user_errors(exit_code=2)
     def cmd(kind):
         if kind == "value":
-            raise ValueError("bad value for thing\nsecond line")
+            raise StageError("bad value for thing\nsecond line")
         if kind == "file":
             raise FileNotFoundError(2, "No such file or directory", "/x/y")
         raise RuntimeError("a bug")
@@ -219,4 +220,7 @@ def test_error_helpers():
     assert isinstance(res.exception, RuntimeError)                 # bugs are not swallowed
     with pytest.raises(CliError, match="oops"):
         with user_errors():
-            raise ValueError("oops")
+            raise StageError("oops")
+    with pytest.raises(ValueError, match="a bug"):                  # a plain ValueError is a bug
+        with user_errors():
+            raise ValueError("a bug")

@@ -414,7 +414,7 @@ def test_zarr_hdf5_npy_round_trip(store, tmp_path, compression):
         entry = index[key]
         assert entry["video_id"] == vid and entry["fps"] == 30.0 and entry["num_steps"] == len(feats)
         assert entry["times_first"] == pytest.approx(8 / 30) and entry["step_seconds"] == pytest.approx(4 / 30)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(StoreError, match="already exists.*--overwrite"):
         convert_store(zr, h5_path)
     assert not [p for p in h5_path.parent.iterdir() if p.name != "features.h5"]  # no temp files
 
@@ -428,6 +428,12 @@ def test_export_flatten_and_errors(store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["alpha.npy", "index.json"]
     with pytest.raises(UnknownLayerError, match="layer 9"):
         export_npy(reader, tmp_path / "x", layer=9)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))  # nothing left behind
+    with pytest.raises(StoreError, match="not empty.*--overwrite"):            # never clobbers
+        export_npy(reader, tmp_path / "flat", layer=2)
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["alpha.npy", "index.json"]
+    export_npy(reader, tmp_path / "flat", layer=2, overwrite=True)              # replaced whole
+    assert len(json.loads((tmp_path / "flat" / "index.json").read_text())) == len(reader.videos())
     with pytest.raises(StoreError, match="cells mode"):
         export_npy(reader, tmp_path / "x", layer=2, cells="max")
 
