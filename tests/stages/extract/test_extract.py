@@ -370,21 +370,21 @@ def test_interrupt_aborts_cleanly_and_rerun_completes(video_dir, tmp_path, monke
     from stages.extract import run as extract
 
     store = tmp_path / "s.zarr"
-    original = extract.ClipEncoder.__call__
+    original = extract.ClipEncoder.encode
     calls = {"n": 0}
 
-    def interrupted(self, clips):
+    def interrupted(self, frames, index):
         calls["n"] += 1
         if calls["n"] == 4:  # clip_a takes 2 batches of 4 clips: this is clip_b's second batch
             raise KeyboardInterrupt
-        return original(self, clips)
+        return original(self, frames, index)
 
-    monkeypatch.setattr(extract.ClipEncoder, "__call__", interrupted)
+    monkeypatch.setattr(extract.ClipEncoder, "encode", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_extract(tiny_cfg(), video_dir, store, progress=False)
     reader = open_store(store)
     assert reader.videos() == ["clip_a"] and reader.failures() == []
     assert [p.name for p in (store / "_tmp").iterdir()] == ["zarr.json"]
-    monkeypatch.setattr(extract.ClipEncoder, "__call__", original)
+    monkeypatch.setattr(extract.ClipEncoder, "encode", original)
     again = run_extract(tiny_cfg(), video_dir, store, progress=False)
     assert (again.done, again.skipped_existing) == (2, 1)
