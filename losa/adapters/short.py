@@ -13,7 +13,7 @@ Two designs, chosen by ``mode`` (``LoSAConfig.short_mode``, for ablation):
 
 Both attend with :func:`banded_attention`, which never materialises ``[B, T, 2w+1, cells, d]`` window
 copies: scores are computed offset by offset against views of one padded key tensor (time-major, so a
-shifted slice is a contiguous view), so memory grows with the window only through the ``(2w+1) cells``
+shifted slice is a view), so memory grows with the window only through the ``(2w+1) cells``
 attention weights per query and head, not through copies of d-wide keys and values.
 """
 
@@ -46,12 +46,10 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int,
     kp = F.pad(k, (0, 0, 0, 0, 0, 0, 0, 0, w, w))  # [T+2w, B, H, N, hd]
     vp = F.pad(v, (0, 0, 0, 0, 0, 0, 0, 0, w, w))
     valid = F.pad(mask.t(), (0, 0, w, w), value=False)  # [T+2w, B]
-    qm = q.reshape(t * b * h, 1, hd) * hd ** -0.5
-    scores = torch.stack(
-        [torch.bmm(qm, kp[o:o + t].reshape(t * b * h, n, hd).transpose(1, 2)).reshape(t, b, h, n)
-         for o in range(2 * w + 1)],
-        dim=3,
-    )  # [T, B, H, 2w+1, N]
+    qs = (q * hd ** -0.5)[:, :, :, None, :]  # [T, B, H, 1, hd]
+    # elementwise multiply-sum per offset: on CPU faster than T*B*H single-row matmuls, and what
+    # autograd keeps are views of kp / vp (no per-offset copies)
+    scores = torch.stack([(qs * kp[o:o + t]).sum(-1) for o in range(2 * w + 1)], dim=3)  # [T,B,H,2w+1,N]
     if bias is not None:
         scores = scores + bias
     allowed = torch.stack([valid[o:o + t] for o in range(2 * w + 1)], dim=-1)  # [T, B, 2w+1]
@@ -60,11 +58,11 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int,
     p = scores.reshape(t, b, h, (2 * w + 1) * n).softmax(dim=-1)
     if dropout_p > 0:
         p = F.dropout(p, dropout_p)
-    p = p.reshape(t * b * h, 2 * w + 1, n)
-    out = torch.zeros(t * b * h, 1, hd, dtype=v.dtype, device=v.device)
-    for o in range(2 * w + 1):
-        out = out + torch.bmm(p[:, o:o + 1], vp[o:o + t].reshape(t * b * h, n, hd))
-    return out.reshape(t, b, h, hd)
+    p = p.reshape(t, b, h, 2 * w + 1, n, 1)
+    out = (p[:, :, :, 0] * vp[:t]).sum(-2)
+    for o in range(1, 2 * w + 1):
+        out = out + (p[:, :, :, o] * vp[o:o + t]).sum(-2)
+    return out  # [T, B, H, hd]
 
 
 def _shift_operators(s: int, r: int, q: int, device=None) -> Tensor:
