@@ -76,8 +76,10 @@ def test_cli_train_and_eval_run_with_classifier_scores(tmp_path):
     run = tmp_path / "run"
     res = CliRunner().invoke(train_main, [
         "--store", str(data.store), "--annotations", str(data.annotations), "--out", str(run),
-        "--params", str(params), "--max-seq-len", "64", "--no-progress", "--device", "cpu"])
+        "--params", str(params), "--max-seq-len", "64", "--no-progress", "--device", "cpu",
+        "--val-subset", "validation"])
     assert res.exit_code == 0, res.output
+    assert "average mAP" in res.output          # class-agnostic validation (every action is "action")
     info = json.loads((run / "run.json").read_text())
     assert info["train_cfg"]["resample_steps"] == 64 and info["train_cfg"]["class_agnostic"] is True
     ann = load_annotations(data.annotations)
