@@ -3,37 +3,55 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import click
 
-from pipeline.config import load_params, merge_cli, section
-from stages.demo.data import generate_demo
+from losa.schema import knob, settings
+from pipeline.config import load_params, section
+from pipeline.knobs import Group, collect, knob_options
+from stages.errors import StageError
+
+__all__ = ["DemoSettings", "GROUPS", "main"]
+
+
+@settings(what="demo", error=StageError)
+class DemoSettings:
+    """Knobs of the synthetic demo dataset (params.yaml section ``demo``); cross-checks (even size,
+    lengths) are made by `stages.demo.data.plan_demo`."""
+
+    out_dir: Path | None = knob(None, "Output folder (videos/, annotations.json, classes.txt are written inside).",
+                                flag="out")
+    num_videos: int = knob(32, "Videos to generate (at least one training and one testing).", ge=2)
+    seed: int = knob(0, "Same seed → identical dataset.")
+    fps: float = knob(15.0, "Frames per second.", gt=0)
+    size: int = knob(112, "Frame width = height (even, >= 32).", ge=32)
+    min_len: float = knob(20.0, "Shortest video (s).", gt=0)
+    max_len: float = knob(45.0, "Longest video (s).", gt=0)
+    test_fraction: float = knob(0.25, "Fraction of videos in the testing subset.", gt=0, lt=1)
+    crf: int = knob(23, "x264 quality (0 = lossless, 51 = worst).", ge=0, le=51)
+    workers: int = knob(1, "Parallel processes (output does not depend on it).", ge=1)
+    clutter: Literal["low", "high"] = knob("low", "Scene difficulty: low suits random-weight backbones, high "
+                                                  "pretrained ones.")
+
+
+GROUPS = (Group("demo", DemoSettings),)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder (videos/, annotations.json, classes.txt are written inside).")
-@click.option("--num-videos", type=click.IntRange(min=2), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed → identical dataset.")
-@click.option("--fps", type=float, default=15.0, show_default=True)
-@click.option("--size", type=int, default=112, show_default=True, help="Frame width = height (even).")
-@click.option("--min-len", type=float, default=20.0, show_default=True, help="Shortest video (s).")
-@click.option("--max-len", type=float, default=45.0, show_default=True, help="Longest video (s).")
-@click.option("--test-fraction", type=float, default=0.25, show_default=True)
-@click.option("--crf", type=click.IntRange(0, 51), default=23, show_default=True, help="x264 quality.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Parallel processes (output does not depend on it).")
-@click.option("--clutter", type=click.Choice(["low", "high"]), default="low", show_default=True,
-              help="Scene difficulty: low suits random-weight backbones, high pretrained ones.")
+@knob_options(*GROUPS)
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="params.yaml whose 'demo' section supplies defaults.")
-@click.pass_context
-def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
+def main(params_file: Path | None, **cli) -> None:
     """Generate the synthetic temporal-action-localization demo dataset in OUT."""
+    from stages.demo.data import generate_demo
+
     try:
-        if params_file is not None:
-            opts = merge_cli(ctx, section(load_params(params_file), "demo", str(params_file)), opts)
-        summary = generate_demo(opts.pop("out_dir"), **opts)
+        defaults = section(load_params(params_file), "demo", str(params_file)) if params_file else {}
+        opts = DemoSettings.from_dict(collect(cli, GROUPS, defaults, where="demo", source=str(params_file))["demo"])
+        if opts.out_dir is None:
+            raise click.UsageError("missing --out")
+        summary = generate_demo(**{f: getattr(opts, f) for f in opts.to_dict()})
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary.describe())
