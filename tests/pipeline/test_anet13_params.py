@@ -8,24 +8,25 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from losa.head.actionformer import HeadConfig
+from losa.head.config import HeadConfig
 from pipeline.cli_eval import main as eval_main
-from pipeline.cli_train import PROTOCOL_OPTIONS, TRAIN_OPTIONS, _merged_options, main as train_main
+from pipeline.cli_train import GROUPS, _train_section, main as train_main
+from pipeline.knobs import collect
 from stages.train.config import TrainConfig
 
 PARAMS = Path(__file__).resolve().parents[2] / "params" / "anet13.yaml"
 
 
 def test_train_section_is_the_protocol():
-    ctx = train_main.make_context("losa-train", ["--params", str(PARAMS)])
-    opts, model, nms = _merged_options(ctx, PARAMS, dict(ctx.params))
-    tcfg = TrainConfig.from_dict({**opts["_train_extra"],
-                                  **{k: opts[k] for k in (*TRAIN_OPTIONS, *PROTOCOL_OPTIONS)}, "nms": nms})
+    with train_main.make_context("losa-train", ["--params", str(PARAMS)]) as ctx:
+        cli = {k: v for k, v in ctx.params.items() if k != "params_file"}
+        vals = collect(cli, GROUPS, _train_section(PARAMS), where="train", source=str(PARAMS))
+    tcfg = TrainConfig.from_dict({**vals["train"], "nms": vals["nms"]})
     assert tcfg.resample_steps == 192 and tcfg.max_seq_len == 192 and tcfg.class_agnostic
     assert tcfg.crop_ratio == (0.9, 1.0) and tcfg.lr == 1e-3 and tcfg.batch_size == 16
     n = tcfg.nms
     assert (n.method, n.sigma, n.voting_thresh, n.max_seg_num, n.multiclass) == ("gaussian", 0.75, 0.9, 100, False)
-    head = HeadConfig.from_dict(model["head"])
+    head = HeadConfig.from_dict(vals["head"])
     assert head.train_label_smoothing == 0.1 and head.embd_dim == 256 and head.n_levels == 6
 
 
