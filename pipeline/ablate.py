@@ -8,7 +8,8 @@ output hashes; the store's hash equal to the baseline's = extraction reused) and
 experiment's committed ``metrics/eval.json``.  The workspace is never modified: uncommitted edits
 to params.yaml (or anything else) stay as they are, and they are part of every queued experiment
 (DVC queues the workspace as it is).  ``--eval-subset`` evaluates every variant on another
-annotation subset (e.g. a held-out validation split) via ``-S evaluate.subset=...``.
+annotation subset via ``-S evaluate.subset=...``; ``--holdout F`` trains each variant without a seeded
+fraction F of the training videos and scores it on them (``train.holdout``, ``evaluate.holdout``).
 """
 from __future__ import annotations
 
@@ -71,8 +72,12 @@ def _row(name: str, sets: list[str], runs: list[dict], seconds: float | None, sk
 
 
 def plan(variants: list[tuple[str, list[str]]], only: str | None = None, seeds: str | None = None,
-         eval_subset: str | None = None, tag: str = "") -> list[tuple[str, list[str], str]]:
-    """(variant name, -S overrides, experiment name) for every variant × seed to queue."""
+         eval_subset: str | None = None, tag: str = "",
+         holdout: float | None = None) -> list[tuple[str, list[str], str]]:
+    """(variant name, -S overrides, experiment name) for every variant × seed to queue.
+
+    ``holdout``: train without that fraction of the training videos and score every variant on them
+    (``train.holdout`` + ``evaluate.holdout``; ``++`` adds the keys when params.yaml lacks them)."""
     wanted = None if only is None else {s.strip() for s in only.split(",")}
     unknown = sorted((wanted or set()) - {name for name, _ in variants})
     if unknown:
@@ -84,7 +89,8 @@ def plan(variants: list[tuple[str, list[str]]], only: str | None = None, seeds: 
             continue
         for seed in seed_list:
             args = [*sets, *([] if seed is None else [f"train.seed={seed}"]),
-                    *([] if eval_subset is None else [f"evaluate.subset={eval_subset}"])]
+                    *([] if eval_subset is None else [f"evaluate.subset={eval_subset}"]),
+                    *([] if holdout is None else [f"++train.holdout={holdout:g}", "++evaluate.holdout=true"])]
             out.append((name, args, exp_name("abl", name, "" if seed is None else f"s{seed}", tag)))
     return out
 
@@ -150,7 +156,8 @@ def table(jobs_plan: list[tuple[str, list[str], str]], baseline: dict, exps: dic
         reused = base_store is not None and all(e.outs.get(store_out) == base_store for _, e in done)
         secs = [seconds.get(e.name) for _, e in done]
         total = None if any(v is None for v in secs) else float(sum(secs))
-        sets = [s for s in runs[0][0] if not s.startswith(("train.seed=", "evaluate.subset="))]
+        sets = [s for s in runs[0][0] if not s.startswith(("train.seed=", "evaluate.subset=", "++train.holdout=",
+                                                            "++evaluate.holdout="))]
         rows.append(_row(variant, sets, results, total, reused))
     if not rows:
         return "", problems
@@ -169,6 +176,9 @@ def table(jobs_plan: list[tuple[str, list[str], str]], baseline: dict, exps: dic
 @click.option("--eval-subset", default=None,
               help="Evaluate every variant on this annotation subset (-S evaluate.subset=NAME), e.g. a "
                    "held-out validation split.")
+@click.option("--holdout", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Hold this fraction of the training videos out of training and score every variant on "
+                   "them (train.holdout, evaluate.holdout) instead of the test subset.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="Experiments run in parallel by the queue (seconds per row only with 1).")
 @click.option("--tag", default=None, help="Suffix of the experiment names (default: date and time).")
@@ -176,10 +186,12 @@ def table(jobs_plan: list[tuple[str, list[str], str]], baseline: dict, exps: dic
               help="The evaluation metrics file each experiment commits (dvc.yaml: cache: false).")
 @click.option("--store-out", default="data/features.zarr", show_default=True,
               help="The extraction output whose hash tells whether the activation store was reused.")
-def main(out: Path, only: str | None, seeds: str | None, eval_subset: str | None, jobs: int,
-         tag: str | None, metrics_path: str, store_out: str) -> None:
+def main(out: Path, only: str | None, seeds: str | None, eval_subset: str | None, holdout: float | None,
+         jobs: int, tag: str | None, metrics_path: str, store_out: str) -> None:
     """Queue the ablation grid (`dvc exp run --queue -S ...`), run it, write a markdown table."""
-    jobs_plan = plan(VARIANTS, only, seeds, eval_subset, tag or time.strftime("%Y%m%d-%H%M%S"))
+    if holdout is not None and eval_subset is not None:
+        raise click.UsageError("--holdout and --eval-subset are mutually exclusive")
+    jobs_plan = plan(VARIANTS, only, seeds, eval_subset, tag or time.strftime("%Y%m%d-%H%M%S"), holdout)
     if not jobs_plan:
         raise click.ClickException("no variant to run (check --only)")
     for _, sets, name in jobs_plan:

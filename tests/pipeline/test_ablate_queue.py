@@ -42,8 +42,10 @@ json.dump({"score": score}, open("runs/demo/model.json", "w"))
 """
 _EVAL = """
 import json, os, yaml
-subset = yaml.safe_load(open("params.yaml"))["evaluate"]["subset"]
-score = json.load(open("runs/demo/model.json"))["score"] - (0.1 if subset == "validation" else 0.0)
+params = yaml.safe_load(open("params.yaml"))
+subset = params["evaluate"]["subset"]
+held = params["evaluate"].get("holdout") is True and params["train"].get("holdout") == 0.25
+score = json.load(open("runs/demo/model.json"))["score"] - (0.1 if held else 0.0)
 os.makedirs("metrics", exist_ok=True)
 json.dump({"tious": [0.3, 0.5], "mAP": [score, score / 2], "average_mAP": 0.75 * score, "subset": subset,
            "per_class": {"move_left": [score, score], "move_right": [1.0, 1.0], "flash": [0.5, 0.5]}},
@@ -115,6 +117,9 @@ def test_plan_adds_seed_and_subset_and_rejects_unknown_variants():
          "abl-side-adatad-style-s1-t"),
         ("side (AdaTAD-style)", ["train.model=side", "train.seed=2", "evaluate.subset=validation"],
          "abl-side-adatad-style-s2-t")]
+    held = ablate.plan(variants, only="head-only", holdout=0.25, tag="t")
+    assert held == [("head-only", ["train.model=head-only", "++train.holdout=0.25", "++evaluate.holdout=true"],
+                     "abl-head-only-t")]
     with pytest.raises(click.UsageError, match="unknown variant"):
         ablate.plan(variants, only="nope")
 
@@ -162,13 +167,13 @@ def test_queue_run_keeps_uncommitted_edits(tmp_path, monkeypatch):
     monkeypatch.chdir(proj)
     variants = [("head-only", ["train.model=head-only"]), ("side", ["train.model=side"]),
                 ("broken", ["train.model=broken"])]
-    jobs = ablate.plan(variants, eval_subset="validation", tag="t")
+    jobs = ablate.plan(variants, holdout=0.25, tag="t")  # keys absent from params.yaml: added by ++
     baseline, exps, _ = ablate.run_queue(jobs, jobs=1)
     assert params.read_text() == edited and (proj / "notes.txt").read_text() == "untracked work\n"
     assert _sh(proj, "git", "status", "--porcelain").split() == ["M", "params.yaml", "??", "notes.txt"]
     text, problems = ablate.table(jobs, baseline, exps, "metrics/eval.json", "data/features.zarr", {})
     rows = text.splitlines()[2:]
-    # the queued experiments ran on the workspace as it was (seed 4), evaluated on "validation"
+    # the queued experiments ran on the workspace as it was (seed 4), scored on the held-out part
     assert rows[0].startswith(f"| head-only | `train.model=head-only` | {100 * (0.34 - 0.1):.1f} |")
     assert rows[1].startswith(f"| side | `train.model=side` | {100 * (0.44 - 0.1):.1f} |")
     assert all(r.endswith("| – | yes |") for r in rows) and len(rows) == 2
