@@ -57,6 +57,11 @@ class LoSAConfig:
     input_norm: Literal["none", "sequence"] = knob(
         "none", "sequence: subtract each video's mean feature per layer first (removes per-video offsets, "
                 "e.g. of a random-weight backbone); none: features as stored.")
+    base_feature: Literal["last-layer", "fc_norm"] = knob(
+        "last-layer", "What the head (and the fusion base) reads: last-layer = the last block's cell mean "
+                      "as stored (raw residual stream); fc_norm = the stored reference feature "
+                      "fc_norm(mean token) of VideoMAEv2's TAD recipe (store extracted with "
+                      "reference_feature).")
     head: HeadConfig = knob(default_factory=HeadConfig, help="ActionFormer head settings.")
 
     def __post_init__(self) -> None:
@@ -83,6 +88,21 @@ class LoSAConfig:
 
     @property
     def required_layers(self) -> tuple[int, ...]:
-        """Layers that ``feats`` must contain for this mode (tapped layers, then the last layer)."""
+        """Layers that ``feats`` must contain for this mode (tapped layers, then the last layer
+        unless the base is the stored reference feature)."""
         taps = () if self.mode == "head-only" else self.tapped_layers
-        return tuple(dict.fromkeys([*taps, self.last_layer]))
+        last = [] if self.base_feature == "fc_norm" else [self.last_layer]
+        return tuple(dict.fromkeys([*taps, *last]))
+
+    @property
+    def required_features(self) -> tuple[str, ...]:
+        """Named stored features ``feats`` must contain (as ``[B, T, 1, C]``): ``("fc_norm",)`` when
+        the base is the reference feature, else none."""
+        return ("fc_norm",) if self.base_feature == "fc_norm" else ()
+
+    @property
+    def mean_layers(self) -> tuple[int, ...]:
+        """Required layers the model reads only as their mean over cells (the last layer, in every
+        mode): ``feats`` may give them as ``[B, T, 1, C]`` cell means, which is exact and spares
+        reading, caching and copying the other cells."""
+        return (self.last_layer,) if self.last_layer in self.required_layers else ()
