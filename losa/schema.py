@@ -34,16 +34,19 @@ _CONFIG = ConfigDict(extra="forbid", validate_default=True, arbitrary_types_allo
 
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, cli: bool = True,
-         default_factory: Any = None, **constraints: Any) -> Any:
+         aliases: tuple[str, ...] = (), default_factory: Any = None, **constraints: Any) -> Any:
     """One setting: ``default`` (or ``default_factory``), ``help`` (one line) and range constraints
     (``ge``, ``gt``, ``le``, ``lt``).  ``flag``: the command-line / params.yaml name when it differs from
     the field name (``tapped_layers`` ↔ ``--layers``); ``cli=False``: a setting derived from the
-    data (e.g. the store's channel count), not offered on the command line."""
+    data (e.g. the store's channel count), not offered on the command line; ``aliases``: further
+    flag names (``--results`` for ``--predictions``)."""
     extra: dict[str, Any] = {}
     if flag:
         extra["flag"] = flag
     if not cli:
         extra["cli"] = False
+    if aliases:
+        extra["aliases"] = list(aliases)
     kw: dict[str, Any] = dict(description=help, json_schema_extra=extra or None, **constraints)
     if default_factory is not None:
         return Field(default_factory=default_factory, **kw)
@@ -171,6 +174,7 @@ class Knob:
     help: str
     cli: bool
     bounds: dict[str, Any]  # ge / gt / le / lt
+    aliases: tuple[str, ...] = ()
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
@@ -220,7 +224,7 @@ def describe(cls: type) -> list[Knob]:
                 if getattr(m, b, None) is not None:
                     bounds[b] = getattr(m, b)
         out.append(Knob(name, str(extra.get("flag", name)), info.annotation, default, info.description or "",
-                        bool(extra.get("cli", True)), bounds))
+                        bool(extra.get("cli", True)), bounds, tuple(extra.get("aliases", ()))))
     return out
 
 

@@ -19,13 +19,17 @@ from pathlib import Path
 
 import click
 
-from losa.metrics.detection import TIOU_PRESETS, resolve_tious
-from losa.post.fusion import FUSION_FORMULAS
-from pipeline.config import load_params, merge_cli, section
+from losa.metrics.detection import resolve_tious
+from losa.schema import knob, settings
+from pipeline.config import load_params, section
 from pipeline.errors import handle_user_errors
-from stages.data.annotations import THUMOS_POLICIES, load_annotations, thumos_exclusions
+from pipeline.knobs import Group, collect, knob_options
+from stages.data.annotations import load_annotations, thumos_exclusions
 from stages.evaluate.run import evaluate_files, format_table, write_metrics
 from stages.errors import StageError
+from stages.evaluate.config import EvalSettings
+from stages.infer.fusion import FusionSettings
+from stages.threads import ThreadSettings, apply_threads
 
 #: Warnings (e.g. segments clipped to the video duration) printed before summarising the rest.
 MAX_WARNINGS = 10
@@ -35,11 +39,14 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
              subset: str | None = None, tious: Sequence[float] | None = None,
              exclude_policy: str = "none", classes: str | Path | None = None,
              fmt: str = "auto", out: str | Path | None = None, strict: bool = False,
-             exclude_videos: Sequence[str] = ()) -> dict:
+             exclude_videos: Sequence[str] = (), allow_partial_classes: bool = False,
+             duplicates: str = "keep") -> dict:
     """Load annotations, evaluate ``predictions`` (results file or dict), optionally write the
     metrics JSON to ``out``; returns the metrics dict. Shared by every CLI that evaluates.
-    ``exclude_videos``: further videos left out of both sides (e.g. all but a held-out part)."""
-    ann = load_annotations(annotations, classes, fmt)
+    ``exclude_videos``: further videos left out of both sides (e.g. all but a held-out part);
+    ``allow_partial_classes`` / ``duplicates``: see `stages.data.checks`."""
+    ann = load_annotations(annotations, classes, fmt, allow_partial_classes=allow_partial_classes,
+                           duplicates=duplicates)
     metrics = evaluate_files(predictions, ann, subset, tious if tious is not None
                              else resolve_tious(),
                              exclude=set(thumos_exclusions(exclude_policy)) | set(exclude_videos),
@@ -49,68 +56,55 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
     return metrics
 
 
+@settings(what="losa-eval", error=StageError)
+class EvalRun:
+    """What to score and where to write (params.yaml's ``evaluate`` section may hold these too)."""
+
+    predictions: Path | None = knob(None, "ActivityNet results JSON {'results': {video: [{label, score, segment}]}}.",
+                                    aliases=("results",))
+    run_dir: Path | None = knob(None, "Instead of --predictions: a training run; its model detects actions in the "
+                                      "stored videos of --subset first.", flag="run")
+    store: Path | None = knob(None, "With --run: the activation store (default: the one the run was trained on).")
+    predictions_out: Path | None = knob(None, "With --run: write the detections (ActivityNet results JSON) here; "
+                                              "with --classifier-scores: the fused detections.")
+    device: str = knob("auto", "With --run: auto, cpu, cuda.")
+    annotations: Path | None = knob(None, "ActivityNet JSON, THUMOS-14 annotation folder, or CSV (default with "
+                                          "--run: the run's training annotations).")
+    classes: Path | None = knob(None, "Class list file (one name per line); default: derived from the annotations.")
+    out: Path | None = knob(None, "Write the metrics JSON here (atomically).")
+    classifier_scores: Path | None = knob(
+        None, "Video-level class scores JSON {'class': [names], 'results': {video: [scores]}}: label each "
+              "(class-agnostic) detection with the video's top classes first.")
+
+
+#: The settings losa-eval offers; params.yaml's ``evaluate`` section has the same keys.
+GROUPS = (
+    Group("run", EvalRun),
+    Group("evaluate", EvalSettings, shown={"tious": "anet preset"}),
+    Group("fusion", FusionSettings),
+    Group("runtime", ThreadSettings),
+)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--predictions", "--results", "predictions", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="ActivityNet results JSON {'results': {video: [{label, score, segment}]}}.")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Instead of --predictions: a training run; its model detects actions in the "
-                   "stored videos of --subset first.")
-@click.option("--store", type=click.Path(path_type=Path), default=None,
-              help="With --run: the activation store (default: the one the run was trained on).")
-@click.option("--predictions-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --run: write the detections (ActivityNet results JSON) here; with "
-                   "--classifier-scores: the fused detections.")
-@click.option("--device", default="auto", show_default=True, help="With --run: auto, cpu, cuda.")
-@click.option("--annotations", type=click.Path(path_type=Path), default=None,
-              help="ActivityNet JSON, THUMOS-14 annotation folder, or CSV (default with --run: the "
-                   "run's training annotations).")
-@click.option("--classes", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Class list file (one name per line); default: derived from the annotations.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "activitynet", "thumos", "csv", "epic", "ego4d"]),
-              default="auto", show_default=True,
-              help="Annotation format (epic: EPIC-Kitchens-100 CSV, verb classes; ego4d: Ego4D MQ JSON).")
-@click.option("--subset", default=None,
-              help="Subset to evaluate (e.g. testing, validation, test); required when the "
-                   "annotations have several.")
-@click.option("--tious", default=None, help="tIoU thresholds: start:step:stop or a comma list.")
-@click.option("--preset", type=click.Choice(sorted(TIOU_PRESETS)), default=None,
-              help="Named tIoUs: thumos14 = 0.3:0.1:0.7, anet = 0.5:0.05:0.95 (the default).")
-@click.option("--exclude-policy", type=click.Choice(list(THUMOS_POLICIES)), default="none",
-              show_default=True,
-              help="THUMOS-14 videos to leave out: actionformer (212 test videos) or opentad (211).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the metrics JSON here (atomically).")
-@click.option("--holdout", is_flag=True, default=False,
-              help="With --run: score the run on the held-out part of its training subset (train.holdout) "
-                   "instead of --subset — for choosing layers / variants; report test once.")
-@click.option("--strict", is_flag=True, default=False,
-              help="Refuse results holding videos absent from the ground truth (default: score "
-                   "their detections as false positives, as the official evaluator, and warn).")
-@click.option("--classifier-scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Video-level class scores JSON {'class': [names], 'results': {video: [scores]}}: "
-                   "label each (class-agnostic) detection with the video's top classes first.")
-@click.option("--fusion-topk", type=click.IntRange(1), default=2, show_default=True,
-              help="With --classifier-scores: classes paired with every segment.")
-@click.option("--fusion-formula", type=click.Choice(list(FUSION_FORMULAS)), default="sqrt",
-              show_default=True, help="With --classifier-scores: sqrt = sqrt(class x segment score) "
-                                      "(ActionFormer), product, or segment (segment score only).")
-@click.option("--fusion-softmax/--no-fusion-softmax", default=False, show_default=True,
-              help="With --classifier-scores: softmax the class scores first (raw logits).")
-@click.option("--fusion-max-segments", type=click.IntRange(0), default=0, show_default=True,
-              help="With --classifier-scores: best segments per video kept before fusion (0: all).")
+@knob_options(*GROUPS)
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="params.yaml whose 'evaluate' section supplies defaults.")
-@click.pass_context
 @handle_user_errors
-def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
+def main(params_file: Path | None, **cli) -> None:
     """Evaluate detection results (ActivityNet mAP) and print a per-class AP table.
 
     Either score a results file (--predictions, from any system) or a trained run (--run)."""
-    if params_file is not None:
-        opts = merge_cli(ctx, section(load_params(params_file), "evaluate", str(params_file)), opts)
-    predictions, run_dir, annotations = opts["predictions"], opts["run_dir"], opts["annotations"]
-    subset, tious, preset = opts["subset"], opts["tious"], opts["preset"]
-    exclude_policy, classes, fmt, out = opts["exclude_policy"], opts["classes"], opts["fmt"], opts["out"]
+    defaults = section(load_params(params_file), "evaluate", str(params_file)) if params_file else {}
+    vals = collect(cli, GROUPS, defaults, where="evaluate", source=str(params_file))
+    if vals["evaluate"].get("tious") is not None and vals["evaluate"].get("preset") is not None:
+        raise click.UsageError("--tious and --preset are mutually exclusive")
+    run, ev = EvalRun.from_dict(vals["run"]), EvalSettings.from_dict(vals["evaluate"])
+    fusion = FusionSettings.from_dict(vals["fusion"])
+    apply_threads(ThreadSettings.from_dict(vals["runtime"]).threads)
+    predictions, run_dir, annotations = run.predictions, run.run_dir, run.annotations
+    subset, tious, preset = ev.subset, ev.tious, ev.preset
+    exclude_policy, classes, fmt, out = ev.exclude_policy, run.classes, ev.fmt, run.out
     if (predictions is None) == (run_dir is None):
         raise click.UsageError("give exactly one of --predictions FILE or --run DIR")
     if tious is not None and preset is not None:
@@ -118,7 +112,7 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
     if run_dir is None and annotations is None:
         raise click.UsageError("--annotations is required with --predictions")
     thresholds = resolve_tious(tious, preset)
-    scores_file = opts["classifier_scores"]
+    scores_file = run.classifier_scores
     if run_dir is not None and scores_file is None:
         from stages.rundir import read_run_info
 
@@ -126,7 +120,7 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
             raise click.UsageError(f"run {run_dir} is class-agnostic: pass --classifier-scores FILE "
                                    f"(video-level class scores) to label its detections")
     keep_out: list[str] = []
-    if opts["holdout"]:
+    if ev.holdout:
         if run_dir is None:
             raise click.UsageError("--holdout needs --run DIR (a run trained with train.holdout > 0)")
         subset, annotations, keep_out = _holdout_part(run_dir, annotations, classes, fmt)
@@ -135,18 +129,20 @@ def main(ctx: click.Context, params_file: Path | None, **opts) -> None:
 
         try:
             predictions, annotations = predict_run(
-                run_dir, opts["store"], annotations, subset,
+                run_dir, run.store, annotations, subset,
                 exclude=set(thumos_exclusions(exclude_policy)) | set(keep_out),
-                classes=classes, fmt=fmt, device=opts["device"], predictions_out=opts["predictions_out"])
+                classes=classes, fmt=fmt, device=run.device, predictions_out=run.predictions_out,
+                allow_partial_classes=ev.allow_partial_classes)
         except SubsetRequired as exc:
             raise click.UsageError(f"--subset is required: the annotations have subsets {exc.subsets}") from None
     if scores_file is not None:
-        predictions = _fuse(predictions, scores_file, annotations, classes, fmt, opts)
+        predictions = _fuse(predictions, scores_file, annotations, classes, fmt, fusion, run.predictions_out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,
                            exclude_policy=exclude_policy, classes=classes, fmt=fmt, out=out,
-                           strict=opts["strict"], exclude_videos=keep_out)
+                           strict=ev.strict, exclude_videos=keep_out,
+                           allow_partial_classes=ev.allow_partial_classes, duplicates=ev.duplicates)
     for w in caught[:MAX_WARNINGS]:
         click.echo(f"Warning: {w.message}", err=True)
     if len(caught) > MAX_WARNINGS:
@@ -175,19 +171,17 @@ def _holdout_part(run_dir: Path, annotations: Path | None, classes: Path | None,
 
 
 def _fuse(predictions: Path | Mapping, scores_file: Path, annotations: Path, classes: Path | None,
-          fmt: str, opts: Mapping) -> dict:
+          fmt: str, settings: FusionSettings, predictions_out: Path | None) -> dict:
     """Detections relabelled with the classifier scores (written to --predictions-out if given)."""
-    from stages.infer.fusion import FusionSettings, fuse_predictions
+    from stages.infer.fusion import fuse_predictions
     from storage.atomic import atomic_write_json
 
-    settings = FusionSettings(topk=opts["fusion_topk"], formula=opts["fusion_formula"],
-                              softmax=opts["fusion_softmax"], max_segments=opts["fusion_max_segments"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # run_eval reports the annotation warnings once
         ann_classes = load_annotations(annotations, classes, fmt).classes
     fused = fuse_predictions(predictions, scores_file, settings, ann_classes)
-    if opts["predictions_out"] is not None:
-        atomic_write_json(opts["predictions_out"], fused, indent=None)
+    if predictions_out is not None:
+        atomic_write_json(predictions_out, fused, indent=None)
     return fused
 
 

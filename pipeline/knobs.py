@@ -177,7 +177,7 @@ def knob_options(*groups: Group) -> Callable[[Callable], Callable]:
             if k.base is bool and k.name not in g.raw:
                 decls = [f"--{flag}/--no-{flag}", _param_name(g, k)]
             else:
-                decls = [f"--{flag}", _param_name(g, k)]
+                decls = [f"--{flag}", *(f"--{a.replace('_', '-')}" for a in k.aliases), _param_name(g, k)]
                 kw["type"] = KnobType(None if k.name in g.raw else k)
             specs.append((decls, kw))
 

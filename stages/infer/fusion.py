@@ -24,11 +24,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from losa.post.fusion import FUSION_FORMULAS, fuse_video
+from losa.post.fusion import fuse_video
+from losa.schema import knob, settings
 from stages.errors import StageError
 
 __all__ = ["ClassifierScores", "ClassifierScoresError", "FusionSettings", "agnostic_annotations",
@@ -39,23 +40,18 @@ class ClassifierScoresError(StageError):
     """A classifier-scores file that cannot be used (message names the file and item)."""
 
 
-@dataclass(frozen=True)
+@settings(what="fusion", error=StageError, frozen=True)
 class FusionSettings:
     """How detections and class scores are combined (see :mod:`losa.post.fusion`)."""
 
-    topk: int = 2
-    formula: str = "sqrt"
-    softmax: bool = False
-    max_segments: int = 0   # best segments kept per video before fusion (0: all)
-
-    def __post_init__(self) -> None:
-        if self.topk < 1:
-            raise StageError(f"fusion topk must be >= 1, got {self.topk}")
-        if self.formula not in FUSION_FORMULAS:
-            raise StageError(f"unknown fusion formula {self.formula!r}; choose from "
-                             f"{', '.join(FUSION_FORMULAS)}")
-        if self.max_segments < 0:
-            raise StageError(f"fusion max_segments must be >= 0, got {self.max_segments}")
+    topk: int = knob(2, "With classifier scores: classes paired with every segment.", ge=1, flag="fusion_topk")
+    formula: Literal["sqrt", "product", "segment"] = knob(
+        "sqrt", "With classifier scores: sqrt = sqrt(class x segment score) (ActionFormer), product, or "
+                "segment (segment score only).", flag="fusion_formula")
+    softmax: bool = knob(False, "With classifier scores: softmax the class scores first (raw logits).",
+                         flag="fusion_softmax")
+    max_segments: int = knob(0, "With classifier scores: best segments per video kept before fusion (0: all).",
+                             ge=0, flag="fusion_max_segments")
 
     def to_dict(self) -> dict[str, Any]:
         return {"topk": self.topk, "formula": self.formula, "softmax": self.softmax,
@@ -200,3 +196,4 @@ def fuse_predictions(predictions: str | Path | Mapping[str, Any], scores_file: s
             raise ClassifierScoresError(f"{path}: top level is not an object")
     scores = load_classifier_scores(scores_file, classes)
     return fuse_results(results, scores, settings, known_classes=classes)
+
