@@ -20,10 +20,14 @@ from typing import Any
 
 import click
 
-from losa.post.fusion import FUSION_FORMULAS
+from losa.schema import knob, settings
 from pipeline.errors import handle_user_errors
+from pipeline.knobs import Group, collect, knob_options
+from stages.errors import StageError
+from stages.infer.fusion import FusionSettings
+from stages.threads import ThreadSettings, apply_threads
 
-__all__ = ["format_detections", "main", "plot_paths"]
+__all__ = ["DetectRun", "GROUPS", "format_detections", "main", "plot_paths"]
 
 
 def format_detections(video_id: str, duration: float, dets: Sequence[Mapping[str, Any]],
@@ -68,45 +72,45 @@ def _ground_truth(annotations: Path | None, video_ids: Sequence[str]) -> dict[st
     return {v: list(ann.videos[v].segments) for v in video_ids if v in ann.videos}
 
 
+@settings(what="losa-detect", error=StageError)
+class DetectRun:
+    """Knobs of losa-detect (the run fixes the features and the model; these only steer the output)."""
+
+    run_dir: Path | None = knob(None, "Training run directory (holds run.json and model.pt).", flag="run")
+    out: Path | None = knob(None, "Write all detections here (ActivityNet results JSON).")
+    plot: Path | None = knob(None, "Timeline PNG (one video) or a folder of <video>.png.")
+    annotations: Path | None = knob(None, "Ground truth to draw in the plots (ActivityNet JSON, THUMOS folder or CSV).")
+    min_score: float = knob(0.1, "Lowest score printed and plotted.", ge=0, le=1)
+    top_k: int = knob(20, "Most detections printed and plotted per video.", ge=1)
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N.")
+    checkpoint: Path | None = knob(None, "Backbone checkpoint used to extract the run's features (SHA-256 checked).")
+    cache_store: Path | None = knob(None, "Feature cache store (default: RUN/detect_cache.zarr).", flag="cache")
+    batch_size: int = knob(4, "Videos per model batch.", ge=1)
+    progress: bool = knob(True, "Show a progress bar.")
+    classifier_scores: Path | None = knob(
+        None, "Video-level class scores JSON {'class': [names], 'results': {video: [scores]}} (video ids as "
+              "printed): label each detection with the video's top classes.")
+
+
+GROUPS = (Group("run", DetectRun), Group("fusion", FusionSettings), Group("runtime", ThreadSettings))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Training run directory (holds run.json and model.pt).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write all detections here (ActivityNet results JSON).")
-@click.option("--plot", type=click.Path(path_type=Path), default=None,
-              help="Timeline PNG (one video) or a folder of <video>.png.")
-@click.option("--annotations", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Ground truth to draw in the plots (ActivityNet JSON, THUMOS folder or CSV).")
-@click.option("--min-score", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Lowest score printed and plotted.")
-@click.option("--top-k", default=20, show_default=True, type=click.IntRange(1),
-              help="Most detections printed and plotted per video.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Backbone checkpoint used to extract the run's features (SHA-256 checked).")
-@click.option("--cache", "cache_store", type=click.Path(path_type=Path), default=None,
-              help="Feature cache store [default: RUN/detect_cache.zarr].")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1),
-              help="Videos per model batch.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--classifier-scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Video-level class scores JSON {'class': [names], 'results': {video: [scores]}} "
-                   "(video ids as printed): label each detection with the video's top classes.")
-@click.option("--fusion-topk", type=click.IntRange(1), default=2, show_default=True,
-              help="With --classifier-scores: classes paired with every segment.")
-@click.option("--fusion-formula", type=click.Choice(list(FUSION_FORMULAS)), default="sqrt",
-              show_default=True, help="With --classifier-scores: sqrt(class x segment score), "
-                                      "product, or segment.")
-@click.option("--fusion-softmax/--no-fusion-softmax", default=False, show_default=True,
-              help="With --classifier-scores: softmax the class scores first (raw logits).")
+@knob_options(*GROUPS)
 @handle_user_errors
-def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path | None,
-         annotations: Path | None, min_score: float, top_k: int, device: str,
-         checkpoint: Path | None, cache_store: Path | None, batch_size: int, progress: bool,
-         classifier_scores: Path | None = None, fusion_topk: int = 2, fusion_formula: str = "sqrt",
-         fusion_softmax: bool = False) -> None:
+def main(videos: tuple[Path, ...], **cli: Any) -> None:
     """Detect actions in VIDEO... (files or folders) with the trained model of --run."""
+    vals = collect(cli, GROUPS)
+    opts = DetectRun.from_dict(vals["run"])
+    fusion = FusionSettings.from_dict(vals["fusion"])
+    if opts.run_dir is None:
+        raise click.UsageError("missing --run DIR")
+    if opts.annotations is not None and not opts.annotations.exists():
+        raise click.BadParameter(f"{opts.annotations} does not exist", param_hint="--annotations")
+    run_dir, out, plot, annotations = opts.run_dir, opts.out, opts.plot, opts.annotations
+    min_score, top_k, classifier_scores = opts.min_score, opts.top_k, opts.classifier_scores
+    apply_threads(ThreadSettings.from_dict(vals["runtime"]).threads)
     from stages.data.dataset import AGNOSTIC_CLASS
     from stages.infer.detect import detect
     from stages.tools.plot import plot_timeline, select_detections
@@ -114,13 +118,12 @@ def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path |
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         payload = detect(list(videos), run_dir, out_json=out if classifier_scores is None else None,
-                         cache_store=cache_store, device=device,
-                         batch_size=batch_size, checkpoint=checkpoint, progress=progress)
+                         cache_store=opts.cache_store, device=opts.device,
+                         batch_size=opts.batch_size, checkpoint=opts.checkpoint, progress=opts.progress)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     if classifier_scores is not None:
-        payload = _fuse(payload, run_dir, classifier_scores, fusion_topk, fusion_formula, fusion_softmax,
-                        out)
+        payload = _fuse(payload, run_dir, classifier_scores, fusion, out)
     elif payload["external_data"]["classes"] == [AGNOSTIC_CLASS]:
         click.echo(f"warning: {run_dir} is class-agnostic: every detection is labelled "
                    f"'{AGNOSTIC_CLASS}' (pass --classifier-scores to name the classes)", err=True)
@@ -141,18 +144,16 @@ def main(videos: tuple[Path, ...], run_dir: Path, out: Path | None, plot: Path |
         click.echo(f"timeline plot(s) written to {where}")
 
 
-def _fuse(payload: dict, run_dir: Path, scores_file: Path, topk: int, formula: str, softmax: bool,
-          out: Path | None) -> dict:
+def _fuse(payload: dict, run_dir: Path, scores_file: Path, fusion: FusionSettings, out: Path | None) -> dict:
     """The detect payload relabelled with the classifier scores (written to ``out`` if given)."""
-    from stages.infer.fusion import FusionSettings, fuse_results, load_classifier_scores
+    from stages.infer.fusion import fuse_results, load_classifier_scores
     from stages.rundir import read_run_info
     from storage.atomic import atomic_write_json
 
     info = read_run_info(run_dir)
     known = info.get("dataset_classes") or info["classes"]
     scores = load_classifier_scores(scores_file, known)
-    fused = fuse_results(payload, scores, FusionSettings(topk=topk, formula=formula, softmax=softmax),
-                         known_classes=known)
+    fused = fuse_results(payload, scores, fusion, known_classes=known)
     fused["external_data"]["classes"] = list(scores.classes)
     if out is not None:
         atomic_write_json(out, fused)
