@@ -11,7 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
+from pipeline.knobs import Group, collect, knob_options
 from stages.errors import StageError
+from stages.extract.config import PRECISIONS, STORE_DTYPES
+from stages.threads import ThreadSettings, apply_threads
 
 __all__ = ["main"]
 
@@ -20,6 +24,14 @@ class UsageFailure(click.ClickException):
     """A user error reported in one line with exit status 2."""
 
     exit_code = 2
+
+
+#: --threads of every benchmark (benchmarks time CPU work: the thread count is part of the result).
+RUNTIME = (Group("runtime", ThreadSettings),)
+
+
+def _threads(cli: dict) -> int:
+    return apply_threads(ThreadSettings.from_dict(collect(cli, RUNTIME)["runtime"]).threads)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,17 +52,19 @@ def main() -> None:
 @click.option("--frames", default=16, show_default=True, type=int, help="Frames per clip.")
 @click.option("--clip-stride", default=4, show_default=True, type=int)
 @click.option("--batch-clips", default=32, show_default=True, type=int)
-@click.option("--dtype", "store_dtype", type=click.Choice(["float16", "bfloat16"]), default="float16",
+@click.option("--dtype", "store_dtype", type=click.Choice(STORE_DTYPES), default=STORE_DTYPES[0],
               show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--peak-tflops", type=float, default=None, help="Accelerator peak (dense) to report MFU against.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
+@knob_options(*RUNTIME)
 def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers: str | None,
             num_videos: int, seconds: float, video_size: int | None, resolution: int, frames: int,
             clip_stride: int, batch_clips: int, store_dtype: str, precision: str, device: str,
-            peak_tflops: float | None, out: Path | None) -> None:
+            peak_tflops: float | None, out: Path | None, **cli) -> None:
     """Decode-only vs backbone-only vs full extraction clips/s on the same videos and model."""
+    _threads(cli)
     from losa.encoder.sampling import ClipSampling
     from pipeline.cli_extract import parse_layers
     from stages.tools.bench_extract import bench_extract, to_markdown, write_report
@@ -92,9 +106,11 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
 @click.option("--resolution", default=224, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
+@knob_options(*RUNTIME)
 def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: int, modes: str,
-          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None) -> None:
+          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None, **cli) -> None:
     """Training-step time and peak memory from the store (head-only, side, LoSA) vs a backbone in the loop."""
+    _threads(cli)
     import json
 
     from stages.tools.bench_train import bench_train
@@ -132,11 +148,13 @@ def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: 
 @click.option("--compile", "compile_", is_flag=True, help="Also time the backbone under torch.compile.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result as JSON (.json) or markdown.")
+@knob_options(*RUNTIME)
 def gpu(tiny: bool, preset: str | None, num_steps: int | None, channels: int | None, depths: str | None,
         batch_clips: int | None, video_dir: Path | None, parts: str, peak_tflops: float | None,
-        compile_: bool, device: str, out: Path | None) -> None:
+        compile_: bool, device: str, out: Path | None, **cli) -> None:
     """One-GPU check: ViT-g bf16 extraction (clips/s, TFLOP/s, MFU, full/backbone), fp32 reference
     recipe, LoSA / head-only training step time and peak memory over encoder depths, SDPA backend."""
+    _threads(cli)
     import json
 
     from stages.tools.bench_gpu import GpuCheckSpec, bench_gpu
