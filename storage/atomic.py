@@ -2,8 +2,9 @@
 
 A reader (or a crashed writer's successor) sees either the old file or the complete new one, never
 a partial file.  The temporary name is ``.<name>.<pid>.<random>.tmp`` in the target's folder (same
-file system, so the rename is atomic; unique, so concurrent writers never share one) and it is
-removed when writing fails.  Kept free of torch / losa imports so `storage` can use it too.
+file system, so the rename is atomic; unique, so concurrent writers never share one; a short
+``.tmp-<pid>-<random>`` when the target's name is near the length limit) and it is removed when
+writing fails.  Kept free of torch / losa imports so `storage` can use it too.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import IO, Any, Callable, Iterator
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_json"]
 
+_NAME_MAX = 255  # bytes per file name on the usual file systems (ext4, xfs, btrfs, APFS)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, mkdir: bool = True) -> Iterator[Path]:
@@ -25,7 +28,10 @@ def atomic_path(path: str | os.PathLike, *, mkdir: bool = True) -> Iterator[Path
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    name = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    if len(os.fsencode(name)) > _NAME_MAX:  # the target's name may use the whole limit itself
+        name = f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = path.with_name(name)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from storage.atomic import atomic_write
 from storage.keys import safe_key
 from storage.reader import ActivationReader, StoreError, UnknownFeatureError, UnknownLayerError
 
@@ -28,13 +29,7 @@ _BLOCK_STEPS = 1024
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}.npy")  # short: keys may use the whole name limit
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda fh: np.save(fh, array), fsync=False)
 
 
 def export_npy(

@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from storage.atomic import atomic_path
 from storage.features import feature_array_name, parse_feature_name
 from storage.keys import layer_name, parse_layer_name, safe_key
 from storage.reader import (
@@ -78,8 +79,7 @@ def convert_store(
         filt = {"compression": "gzip", "compression_opts": int(compression_level), "shuffle": True}
     elif compression == "lzf":
         filt = {"compression": "lzf", "shuffle": True}
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(dst, mkdir=False) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -91,9 +91,6 @@ def convert_store(
             failures = f.create_group("failures")
             for rec in reader.failures():
                 _put_attrs(failures.create_group(safe_key(str(rec["video_id"]))), rec)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from stages.demo.videogen import SHAPES, draw_shape, drift_crop, random_colour, smooth_texture, write_mp4
 from stages.errors import StageError
+from storage.atomic import atomic_write
 
 __all__ = [
     "CLASSES",
@@ -396,9 +397,7 @@ def _annotations(plans: list[VideoPlan]) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text, fsync=False)
 
 
 def _render_and_write(plan: VideoPlan, path: Path, crf: int) -> None:

@@ -2,17 +2,17 @@
 
 `write_mp4` encodes an in-memory uint8 clip with libx264 / yuv420p using fixed, single-threaded,
 SIMD-free encoder settings, so the same frames always give the same bitstream.  The file is written under a
-temporary name in the destination folder and moved into place with `os.replace`, so a reader never
+temporary name in the destination folder and moved into place (`storage.atomic`), so a reader never
 sees a half-written video.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from stages.errors import StageError
+from storage.atomic import atomic_path
 
 import numpy as np
 
@@ -65,9 +65,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
         raise StageError(f"{path}: crf must be in 0..51, got {crf}")
     rate = fps_fraction(fps)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, mkdir=False) as tmp:
+        tmp_name = str(tmp)
         with av.open(tmp_name, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width = int(frames.shape[2])
@@ -91,13 +90,6 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def moving_square_frames(num_frames: int, size: int = 64, seed: int = 0) -> np.ndarray:

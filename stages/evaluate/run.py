@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 from losa.metrics.detection import ANET_TIOUS, evaluate_detection
 from stages.data.annotations import Annotations, load_annotations
 from stages.errors import StageError
+from storage.atomic import atomic_write_json
 
 
 class PredictionError(StageError):
@@ -139,9 +138,7 @@ def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Pa
 
 
 def write_metrics(metrics: Mapping, path: str | Path) -> Path:
-    """Write metrics as JSON atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write metrics as JSON atomically (`storage.atomic`)."""
     payload = {
         "tious": list(metrics["tious"]),
         "mAP": list(metrics["mAP"]),
@@ -152,16 +149,7 @@ def write_metrics(metrics: Mapping, path: str | Path) -> Path:
     for extra in ("counts", "subset", "excluded", "unannotated"):
         if extra in metrics:
             payload[extra] = metrics[extra]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, payload, indent=2)
 
 
 def format_table(metrics: Mapping) -> str:
