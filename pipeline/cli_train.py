@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -45,6 +45,12 @@ class TrainRun:
     val_subset: str | None = knob(None, "Subset evaluated (EMA weights, mAP) during/after training.")
     resume: bool = knob(False, "Continue the run in --out from its checkpoint.")
     allow_missing: bool = knob(False, "Skip annotated videos absent from the store (warn).")
+    allow_partial_classes: bool = knob(
+        False, "Train classes without a segment in the training subset (and THUMOS class files of "
+               "one split only); refused by default as a likely typo.")
+    duplicates: Literal["keep", "drop"] = knob(
+        "keep", "Duplicate ground-truth segments: keep (ActivityNet evaluator) or drop (ActionFormer); "
+                "a warning gives their count either way.")
     progress: bool = knob(True, "Show a progress bar.")
 
 
@@ -101,7 +107,8 @@ def main(params_file: Path | None, **cli: Any) -> None:
         result = train(run.store, run.annotations, run.out, model_cfg, tcfg,
                        train_subset=run.train_subset, val_subset=run.val_subset,
                        resume=run.resume, classes=run.classes, allow_missing=run.allow_missing,
-                       progress=run.progress)
+                       progress=run.progress, allow_partial_classes=run.allow_partial_classes,
+                       duplicates=run.duplicates)
     except NonFiniteLossError as exc:
         raise CliError(str(exc), exit_code=3) from exc
     except KeyboardInterrupt:

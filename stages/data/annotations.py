@@ -321,9 +321,13 @@ def load_activitynet_json(path: str | Path, classes: Sequence[str] | str | Path 
     return _finish(videos, classes, str(path), declared or [])
 
 
-def load_thumos_folder(path: str | Path, classes: Sequence[str] | str | Path | None = None
-                       ) -> Annotations:
-    """Load a THUMOS-14 annotation folder of ``<Class>_<split>.txt`` files."""
+def load_thumos_folder(path: str | Path, classes: Sequence[str] | str | Path | None = None,
+                       *, allow_partial_classes: bool = False) -> Annotations:
+    """Load a THUMOS-14 annotation folder of ``<Class>_<split>.txt`` files.
+
+    When the folder holds several splits, every class must have a file for each of them: a class
+    file of one split only is almost always a typo (``Pluse_val.txt``) and is refused in one line
+    unless ``allow_partial_classes``."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"annotation folder not found: {path}")
@@ -332,6 +336,7 @@ def load_thumos_folder(path: str | Path, classes: Sequence[str] | str | Path | N
         raise AnnotationError(f"{path}: no <Class>_<split>.txt files")
     videos: dict[str, VideoAnnotation] = {}
     file_classes: list[str] = []
+    class_splits: dict[str, dict[str, Path]] = {}
     for file in files:
         m = _THUMOS_FILE.match(file.name)
         if m is None:
@@ -339,6 +344,8 @@ def load_thumos_folder(path: str | Path, classes: Sequence[str] | str | Path | N
         cls, split = m.group("cls"), m.group("split")
         if cls != THUMOS_AMBIGUOUS and cls not in file_classes:
             file_classes.append(cls)
+        if cls != THUMOS_AMBIGUOUS:
+            class_splits.setdefault(cls, {})[split] = file
         for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
             parts = line.split()
             if not parts:
@@ -356,6 +363,13 @@ def load_thumos_folder(path: str | Path, classes: Sequence[str] | str | Path | N
                 ann.ambiguous.append(seg)
             else:
                 ann.segments.append((seg[0], seg[1], cls))
+    splits = sorted({sp for per in class_splits.values() for sp in per})
+    partial = {c: per for c, per in sorted(class_splits.items()) if len(per) < len(splits)}
+    if partial and not allow_partial_classes:
+        shown = "; ".join(f"{next(iter(per.values())).name} has no {', '.join(sorted(set(splits) - set(per)))} "
+                          "counterpart" for per in list(partial.values())[:4])
+        raise AnnotationError(f"{path}: {len(partial)} class(es) lack a file for some split ({shown}); "
+                              "a typo in a file name? Rename it, or pass --allow-partial-classes")
     return _finish(videos, classes, str(path), sorted(file_classes))
 
 
@@ -421,13 +435,17 @@ def load_csv(path: str | Path, classes: Sequence[str] | str | Path | None = None
 
 
 def load_annotations(path: str | Path, classes: Sequence[str] | str | Path | None = None,
-                     fmt: str = "auto") -> Annotations:
+                     fmt: str = "auto", *, allow_partial_classes: bool = False,
+                     duplicates: str = "keep") -> Annotations:
     """Load annotations; ``fmt`` "auto" picks THUMOS for a folder, CSV for ``.csv``, else JSON
     (EPIC-Kitchens-100 and Ego4D-MQ files and folders are recognised by their names and headers,
     `stages.data.egocentric`; their label task is the verb for EPIC).
 
     ``classes``: class names, a class-list file (one per line), or None (derived: the file's
-    ``classes``, THUMOS class files, or the sorted labels).
+    ``classes``, THUMOS class files, or the sorted labels).  ``allow_partial_classes``: accept a
+    THUMOS class file that exists for some splits only.  ``duplicates``: "keep" (ActivityNet,
+    default) or "drop" (ActionFormer) duplicate ground-truth segments, with a warning either way
+    (`stages.data.checks`).
     """
     path = Path(path)
     if not path.exists():
@@ -440,4 +458,10 @@ def load_annotations(path: str | Path, classes: Sequence[str] | str | Path | Non
                "csv": load_csv, "epic": egocentric.load_epic_csv, "ego4d": egocentric.load_ego4d_mq}
     if fmt not in loaders:
         raise StageError(f"unknown annotation format {fmt!r}; valid: auto, {', '.join(loaders)}")
-    return loaders[fmt](path, classes)
+    from stages.data.checks import apply_duplicate_policy
+
+    if fmt == "thumos":
+        ann = load_thumos_folder(path, classes, allow_partial_classes=allow_partial_classes)
+    else:
+        ann = loaders[fmt](path, classes)
+    return apply_duplicate_policy(ann, duplicates)

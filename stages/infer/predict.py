@@ -8,6 +8,7 @@ seconds with the store's step times. `model_config_from_store` derives the model
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -152,7 +153,8 @@ class SubsetRequired(ValueError):
 def predict_run(run_dir: str | Path, store: str | Path | None = None, annotations: str | Path | None = None,
                 subset: str | None = None, *, exclude: Any = (), classes: str | Path | None = None,
                 fmt: str = "auto", device: str = "auto",
-                predictions_out: str | Path | None = None) -> tuple[dict[str, Any], Path]:
+                predictions_out: str | Path | None = None,
+                allow_partial_classes: bool = False) -> tuple[dict[str, Any], Path]:
     """Detect actions in the stored videos of ``subset`` with a trained run (its EMA weights and NMS
     settings); returns (ActivityNet results dict, annotations path used).
 
@@ -167,7 +169,10 @@ def predict_run(run_dir: str | Path, store: str | Path | None = None, annotation
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     annotations = Path(annotations or info["annotations"])
-    ann = load_annotations(annotations, classes, fmt).exclude(set(exclude))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the evaluation reports the annotation warnings once
+        ann = load_annotations(annotations, classes, fmt,
+                               allow_partial_classes=allow_partial_classes).exclude(set(exclude))
     subsets = ann.subsets()
     if subset is None and len(subsets) != 1:
         raise SubsetRequired(subsets)

@@ -41,6 +41,7 @@ from storage.atomic import atomic_write
 from stages.errors import StageError
 from stages.provenance import require_same_provenance
 from stages.torchfile import load_torch_file
+from stages.data.checks import require_trained_classes
 
 log = logging.getLogger(__name__)
 
@@ -190,25 +191,31 @@ def train(
     classes: Any = None,
     allow_missing: bool = False,
     progress: bool = True,
+    allow_partial_classes: bool = False,
+    duplicates: str = "keep",
 ) -> TrainResult:
     """Train a `TALModel` on the store's activations; returns the run summary and the modules.
 
     ``store_path``: store path (or an opened reader); ``annotations``: path or `Annotations`;
     ``model_cfg``: `LoSAConfig` overrides (e.g. ``mode``, ``tapped_layers``, ``head``), the rest is
-    derived from the store; ``resume``: continue from ``out_dir/checkpoint.pt``.
+    derived from the store; ``resume``: continue from ``out_dir/checkpoint.pt``;
+    ``allow_partial_classes``: train classes that have no segment in ``train_subset`` (refused by
+    default, `stages.data.checks`); ``duplicates``: "keep" / "drop" duplicate ground-truth segments.
     """
     tcfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
     dist = _Dist(tcfg.device)
     try:
         return _fit(store_path, annotations, Path(out_dir), dict(model_cfg or {}), tcfg, train_subset,
-                    val_subset, resume, classes, allow_missing, progress, dist)
+                    val_subset, resume, classes, allow_missing, progress, dist,
+                    allow_partial_classes=allow_partial_classes, duplicates=duplicates)
     finally:
         dist.close()
 
 
 def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg: TrainConfig,
          train_subset: str, val_subset: str | None, resume: bool, classes: Any, allow_missing: bool,
-         progress: bool, dist: _Dist) -> TrainResult:
+         progress: bool, dist: _Dist, *, allow_partial_classes: bool = False,
+         duplicates: str = "keep") -> TrainResult:
     ckpt_path = run_dir / CHECKPOINT_FILE
     ckpt = None
     if resume:
@@ -222,7 +229,11 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     elif ckpt_path.exists():
         raise RunDirError(f"{run_dir} already holds a training run; pass resume or choose another output")
     reader = open_store(store_path) if isinstance(store_path, (str, Path)) else store_path
-    ann = annotations if isinstance(annotations, Annotations) else load_annotations(annotations, classes)
+    ann = (annotations if isinstance(annotations, Annotations) else
+           load_annotations(annotations, classes, allow_partial_classes=allow_partial_classes,
+                            duplicates=duplicates))
+    if not tcfg.class_agnostic:  # a class without training examples is a mistake, not a class
+        require_trained_classes(ann, train_subset, allow_partial_classes)
     # the long-range adapter attends over at most the training window, at inference too
     overrides = {"long_context": tcfg.max_seq_len, **overrides}
     mcfg = model_config_from_store(reader, overrides, 1 if tcfg.class_agnostic else len(ann.classes))

@@ -28,6 +28,7 @@ def make_thumos(root: Path) -> Path:
     (root / "Run_test.txt").write_text("video_test_0000001 30 40\n")
     (root / "Ambiguous_test.txt").write_text("video_test_0001292 2 3\n")
     (root / "Jump_val.txt").write_text("video_validation_0000001 2 4\n")
+    (root / "Run_val.txt").write_text("")  # every class has a file per split (else: a typo)
     return root
 
 

@@ -173,6 +173,7 @@ def thumos_folder(root: Path) -> Path:
     (root / "Ambiguous_test.txt").write_text("video_test_0001292 5.0 6.0\n"
                                              "video_test_0000004 30 31\n")
     (root / "BaseballPitch_val.txt").write_text("video_validation_0000051 1 2\n")
+    (root / "CliffDiving_val.txt").write_text("")  # every class has a file per split
     (root / "README.md").write_text("not an annotation file")
     return root
 
@@ -206,6 +207,7 @@ def test_thumos_folder_errors(tmp_path):
     with pytest.raises(AnnotationError, match="video_validation_0000051 is in split 'test' here"):
         load_thumos_folder(root)
     (root / "CliffDiving_test.txt").unlink()
+    (root / "CliffDiving_val.txt").unlink()
     (root / "notes.txt").write_text("x")
     with pytest.raises(AnnotationError, match="notes.txt: name is not <Class>_<split>.txt"):
         load_thumos_folder(root)
