@@ -101,6 +101,7 @@ def main(params_file: Path | None, **cli: Any) -> None:
     tcfg = TrainConfig.from_dict({**vals["train"], "nms": vals["nms"]})
     apply_threads(ThreadSettings.from_dict(vals["runtime"]).threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from stages.rundir import CHECKPOINT_FILE, MODEL_FILE
     from stages.train.run import NonFiniteLossError, train
 
     try:
@@ -112,13 +113,13 @@ def main(params_file: Path | None, **cli: Any) -> None:
     except NonFiniteLossError as exc:
         raise CliError(str(exc), exit_code=3) from exc
     except KeyboardInterrupt:
-        click.echo(f"interrupted: rerun with --resume to continue from {run.out}/checkpoint.pt", err=True)
+        click.echo(f"interrupted: rerun with --resume to continue from {Path(run.out) / CHECKPOINT_FILE}", err=True)
         sys.exit(130)
     final = result.summary["final"]
     line = f"{result.run_dir}: {result.summary['epochs_done']} epoch(s), loss {final.get('loss', float('nan')):.4f}"
     if "val_mAP" in final:
         line += f", {run.val_subset} average mAP {100 * final['val_mAP']:.2f}"
-    click.echo(line + f"; model written to {result.run_dir / 'model.pt'}")
+    click.echo(line + f"; model written to {result.run_dir / MODEL_FILE}")
 
 
 def _train_section(params_file: Path | None) -> dict:
