@@ -138,6 +138,9 @@ def extract_config_from_provenance(provenance: Mapping[str, Any], checkpoint: Pa
             resolution=int(provenance["resolution"]),
             resize=str(provenance["resize"]),
             norm=str(provenance["norm"]),
+            # stores from before the choice was recorded were made with the resized 16x224 table
+            pos_table=str(provenance.get("pos_table", "trilinear")),
+            reference_feature=bool(provenance.get("reference_feature")),
             temporal=str(provenance["temporal"]),
             grid=int(provenance["grid"]),
             store_dtype=str(provenance["store_dtype"]),
@@ -150,6 +153,9 @@ def extract_config_from_provenance(provenance: Mapping[str, Any], checkpoint: Pa
         raise RunError(f"store provenance lacks the extraction setting {exc.args[0]!r}") from None
     sha = provenance["checkpoint"]["sha256"] if checkpoint is not None else None
     rebuilt = cfg.provenance(sha, precision=str(provenance["precision"]))
+    for key in ("pos_table", "reference_feature"):  # not recorded by older versions
+        if key not in provenance:
+            rebuilt.pop(key, None)
     try:
         check_provenance(provenance, rebuilt)
     except ValueError as exc:  # keep the per-key differences, drop the store-path advice
