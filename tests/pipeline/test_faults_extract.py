@@ -213,3 +213,15 @@ def test_unwritable_name_is_logged_and_run_goes_on(video_dir, tmp_path, monkeypa
     assert res.exit_code == 1, res.output
     assert "1 FAILED (clip_b)" in res.output and "File name too long" in res.output
     assert open_store(store).videos() == ["clip_a", "clip_c"]
+
+
+def test_truncated_mp4_gets_a_specific_reason(video_dir, tmp_path):
+    good = (video_dir / "clip_a.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good[: len(good) // 3])            # an interrupted download: no moov atom
+    store = tmp_path / "s.zarr"
+    res = CliRunner().invoke(extract_main, [str(cut), str(video_dir / "clip_b.mp4"), *cli_args(store)])
+    assert res.exit_code == 1, res.output
+    (fail,) = open_store(store).failures()
+    assert "truncated MP4" in fail["reason"] and "moov" in fail["reason"]
+    assert open_store(store).videos() == ["clip_b"]
