@@ -159,7 +159,7 @@ def bench_gpu(
     import tempfile
 
     from losa.encoder.backbone import get_preset
-    from stages.infer.predict import resolve_device
+    from stages.runtime import resolve_device
 
     spec = spec or GpuCheckSpec()
     unknown = sorted(set(parts) - {"extract", "reference", "train"})
