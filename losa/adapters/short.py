@@ -12,9 +12,8 @@ Two designs, chosen by ``mode`` (``LoSAConfig.short_mode``, for ablation):
   mean over cells, keys carry an embedding of (offset, slot) only - no row / column position.
 
 Both attend with :func:`banded_attention`, which never materialises ``[B, T, 2w+1, cells, d]`` window
-copies: scores are computed offset by offset against views of one padded key tensor (time-major, so a
-shifted slice is a view), so memory grows with the window only through the ``(2w+1) cells``
-attention weights per query and head, not through copies of d-wide keys and values.
+copies: blocks of steps attend, in one SDPA call each, to the keys around them gathered from one
+padded key tensor (at most 1.5 copies of the keys and values, whatever the window).
 """
 
 from __future__ import annotations
@@ -32,37 +31,47 @@ SHORT_MODES = ("spacetime", "pooled")
 
 
 def banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, window: int,
-                     bias: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+                     bias: Tensor | None = None, dropout_p: float = 0.0, chunk: int = 16) -> Tensor:
     """Attention of one query per step to every token of steps ``t-window .. t+window``.
 
     ``q [T, B, H, hd]``, ``k, v [T, B, H, N, hd]`` (time-major), ``mask [B, T]`` (keys of invalid steps
-    and of steps outside the sequence are masked), optional ``bias [T, B, H, 2w+1, N]`` (or
-    broadcastable) added to the scaled scores; ``dropout_p`` drops attention weights.  Returns
-    ``[T, B, H, hd]``; rows without any valid key (padded steps only) attend uniformly and their
-    output is meaningless.
+    and of steps outside the sequence are masked), optional ``bias [T, B, H, 2w+1, S]`` (``S`` divides
+    ``N``; slot ``s`` covers cells ``s*N/S .. (s+1)*N/S - 1``) added to the scaled score of each key by
+    its step offset.  Returns ``[T, B, H, hd]``; rows without any valid key (padded steps only) attend
+    uniformly and their output is meaningless.
+
+    Queries are taken in blocks of ``L = max(chunk, 4 w)`` steps; a block attends (one SDPA call, with
+    a band mask) to the ``L + 2w`` steps around it, gathered from one padded key tensor - at most
+    ``1 + 2w/L <= 1.5`` copies of the keys / values, whatever the window.
     """
     t, b, h, n, hd = k.shape
     w = window
-    kp = F.pad(k, (0, 0, 0, 0, 0, 0, 0, 0, w, w))  # [T+2w, B, H, N, hd]
-    vp = F.pad(v, (0, 0, 0, 0, 0, 0, 0, 0, w, w))
-    valid = F.pad(mask.t(), (0, 0, w, w), value=False)  # [T+2w, B]
-    qs = (q * hd ** -0.5)[:, :, :, None, :]  # [T, B, H, 1, hd]
-    # elementwise multiply-sum per offset: on CPU faster than T*B*H single-row matmuls, and what
-    # autograd keeps are views of kp / vp (no per-offset copies)
-    scores = torch.stack([(qs * kp[o:o + t]).sum(-1) for o in range(2 * w + 1)], dim=3)  # [T,B,H,2w+1,N]
-    if bias is not None:
-        scores = scores + bias
-    allowed = torch.stack([valid[o:o + t] for o in range(2 * w + 1)], dim=-1)  # [T, B, 2w+1]
+    size = max(chunk, 4 * w, 1)
+    nc = -(-t // size)
+    tp, kw = nc * size, size + 2 * w
+    pad = (0, 0, 0, 0, 0, 0, 0, 0, w, tp - t + w)
+    kp, vp = F.pad(k, pad), F.pad(v, pad)  # [tp+2w, B, H, N, hd]
+    st = kp.stride()
+    view = ((nc, kw, b, h, n, hd), (size * st[0], st[0], st[1], st[2], st[3], st[4]))
+    kc = kp.as_strided(*view).permute(2, 3, 0, 1, 4, 5).reshape(b, h, nc, kw * n, hd)
+    vc = vp.as_strided(*view).permute(2, 3, 0, 1, 4, 5).reshape(b, h, nc, kw * n, hd)
+    qc = F.pad(q, (0, 0, 0, 0, 0, 0, 0, tp - t)).reshape(nc, size, b, h, hd).permute(2, 3, 0, 1, 4)
+    rows = torch.arange(size, device=k.device)[:, None]
+    off = torch.arange(kw, device=k.device)[None] - rows  # key offset + w, in 0..2w inside the band
+    band = (off >= 0) & (off <= 2 * w)  # [L, L+2w]
+    valid = F.pad(mask, (w, tp - t + w), value=False).unfold(1, kw, size)  # [B, nc, L+2w]
+    allowed = band & valid[:, :, None, :]  # [B, nc, L, L+2w]
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)  # empty rows: discarded anyway
-    scores = scores.masked_fill(~allowed[:, :, None, :, None], float("-inf"))
-    p = scores.reshape(t, b, h, (2 * w + 1) * n).softmax(dim=-1)
-    if dropout_p > 0:
-        p = F.dropout(p, dropout_p)
-    p = p.reshape(t, b, h, 2 * w + 1, n, 1)
-    out = (p[:, :, :, 0] * vp[:t]).sum(-2)
-    for o in range(1, 2 * w + 1):
-        out = out + (p[:, :, :, o] * vp[o:o + t]).sum(-2)
-    return out  # [T, B, H, hd]
+    if bias is None:
+        attn = allowed[:, None, :, :, :, None].expand(b, 1, nc, size, kw, n).reshape(b, 1, nc, size, kw * n)
+    else:
+        slots = bias.shape[-1]
+        bc = F.pad(bias, (0, 0, 0, 0, 0, 0, 0, 0, 0, tp - t)).reshape(nc, size, b, h, 2 * w + 1, slots)
+        bc = bc.permute(2, 3, 0, 1, 4, 5)[:, :, :, rows, off.clamp(0, 2 * w)]  # [B, H, nc, L, L+2w, S]
+        bc = bc.repeat_interleave(n // slots, dim=-1).masked_fill(~allowed[:, None, ..., None], float("-inf"))
+        attn = bc.reshape(b, h, nc, size, kw * n)
+    out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=attn, dropout_p=dropout_p)  # [B,H,nc,L,hd]
+    return out.permute(2, 3, 0, 1, 4).reshape(tp, b, h, hd)[:t]
 
 
 def _shift_operators(s: int, r: int, q: int, device=None) -> Tensor:
@@ -209,8 +218,6 @@ class ShortRangeAdapter(nn.Module):
         # score bias q . r[offset(, slot)]
         pos = F.linear(self.rel_pos, self.k.weight).reshape(2 * self.window + 1, -1, heads, hd)
         bias = torch.einsum("tbhd,oshd->tbhos", q, pos) * hd ** -0.5  # [T, B, H, 2w+1, S]
-        if bias.shape[-1] > 1:  # per slot: every slot covers grid*grid cells (t-major)
-            bias = bias.repeat_interleave(self.grid * self.grid, dim=-1)
         drop = self.dropout if self.training else 0.0
         att = banded_attention(q, k, v, mask, self.window, bias, drop)  # [T, B, H, hd]
         att = att.reshape(t, b, self.dim).transpose(0, 1)
