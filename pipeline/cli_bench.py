@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.errors import is_user_error, message_of
+
 from pipeline.knobs import Group, collect, knob_options
 from stages.errors import StageError
 from stages.extract.config import PRECISIONS, STORE_DTYPES
@@ -83,8 +85,10 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
         cfg.validate()
         result = bench_extract(cfg, videos=video_dir, num_videos=num_videos, seconds=seconds,
                                video_size=video_size, peak_tflops=peak_tflops)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageFailure(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise UsageFailure(message_of(exc)) from None
     click.echo(to_markdown(result), nl=False)
     if out is not None:
         write_report(result, out)
@@ -122,8 +126,10 @@ def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: 
                              iters=iters, modes=[m.strip() for m in modes.split(",") if m.strip()],
                              backbone=None if backbone == "none" else backbone, onfly_clips=onfly_clips,
                              resolution=resolution, device=device, progress=lambda m: click.echo(m, err=True))
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageFailure(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise UsageFailure(message_of(exc)) from None
     click.echo(result["markdown"], nl=not result["markdown"].endswith("\n"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +183,10 @@ def gpu(tiny: bool, preset: str | None, num_steps: int | None, channels: int | N
         result = bench_gpu(spec, device=device, peak_tflops=peak_tflops, compile=compile_, videos=video_dir,
                            parts=[p.strip() for p in parts.split(",") if p.strip()],
                            progress=lambda m: click.echo(m, err=True))
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageFailure(str(exc)) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise UsageFailure(message_of(exc)) from None
     click.echo(result["markdown"], nl=False)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

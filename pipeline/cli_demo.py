@@ -7,6 +7,8 @@ from typing import Literal
 
 import click
 
+from pipeline.errors import CliError, exit_code_of, is_user_error, message_of
+
 from losa.schema import knob, settings
 from pipeline.config import load_params, section
 from pipeline.knobs import Group, collect, knob_options
@@ -52,8 +54,12 @@ def main(params_file: Path | None, **cli) -> None:
         if opts.out_dir is None:
             raise click.UsageError("missing --out")
         summary = generate_demo(**{f: getattr(opts, f) for f in opts.to_dict()})
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise CliError(message_of(exc), exit_code_of(exc)) from exc
     click.echo(summary.describe())
 
 
