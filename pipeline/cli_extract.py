@@ -67,6 +67,8 @@ class ExtractRun:
     store: Path | None = knob(None, "Output Zarr store (created or resumed).")
     shard: str = knob("0/1", "Process shard i of n (stable hash of the video id).")
     workers: int = knob(1, "Extractor processes sharing the store.", ge=1)
+    dask_scheduler: str | None = knob(None, "Address of a Dask scheduler (tcp://host:8786): one task per video "
+                                            "on its workers; the store must be on a file system they all see.")
     progress: bool = knob(True, "Show a progress bar.")
 
 
@@ -104,7 +106,8 @@ def main(params_file: Path | None, inputs: tuple[Path, ...], **cli) -> None:
         click.echo(f"warning: no --checkpoint: random {cfg.preset} weights (seed {cfg.seed}); "
                    "features are only meaningful for testing", err=True)
     try:
-        summary = run_extract(cfg, inputs, store, shard=shard, workers=workers, progress=progress)
+        summary = run_extract(cfg, inputs, store, shard=shard, workers=workers, progress=progress,
+                              scheduler=opts["run"].get("dask_scheduler"))
     except KeyboardInterrupt:
         click.echo(f"interrupted: committed videos are kept in {store}; rerun the same command to resume",
                    err=True)

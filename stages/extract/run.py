@@ -219,8 +219,11 @@ class ClipEncoder:
         return self.encode(clips.reshape(n * f, *clips.shape[2:]), np.arange(n * f).reshape(n, f))
 
     def _input(self, frames: np.ndarray, index: np.ndarray):
-        """Distinct uint8 frames [U, H, W, 3] + clip index [n, F] → model input [n, 3, F, H, W]:
-        each frame is converted (and, unfolded, normalised) once, then the clips are gathered."""
+        """Distinct uint8 frames [U, H, W, 3] + clip index [n, F] → model input [n, 3, F, H, W].
+
+        Only the U distinct frames cross to the device.  Folded: the clips are gathered as uint8 and
+        converted in the one copy that lays them out (no normalisation pass at all).  Unfolded
+        ("squash-bilinear"): each frame is normalised once, then the clips are gathered."""
         import torch
 
         from losa.encoder.sampling import normalise
@@ -230,10 +233,14 @@ class ClipEncoder:
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
             idx = idx.to(self.device, non_blocking=True)
-        if self.folded:  # 0..255 are exact in bf16 / fp16: convert straight to the compute dtype
-            x = x.movedim(-1, 0).to(self.autocast_dtype or torch.float32)    # [3, U, H, W]
-        else:
-            x = normalise(x, self.cfg.norm)                                  # [3, U, H, W]
+        if self.folded:
+            # normalisation folded into the weights: gather the uint8 clips (1 byte a value), then
+            # ONE pass converts to the compute dtype (0..255 are exact in bf16 / fp16) and lays out
+            # [n, 3, F, H, W]
+            src = x[idx].permute(0, 4, 1, 2, 3)                              # uint8 view
+            clips = torch.empty(src.shape, dtype=self.autocast_dtype or torch.float32, device=x.device)
+            return clips.copy_(src)
+        x = normalise(x, self.cfg.norm)                                      # [3, U, H, W], once a frame
         clips = x[:, idx].transpose(0, 1)                                    # [n, 3, F, H, W]
         if self.cfg.resize == "squash-bilinear":
             clips = _squash_bilinear(clips, self.cfg.resolution)
@@ -577,12 +584,15 @@ def run_extract(
     workers: int = 1,
     progress: bool = True,
     encoder: ClipEncoder | None = None,
+    scheduler: str | None = None,
 ) -> ExtractSummary:
     """Extract every video of `inputs` (files and/or folders) in shard `shard` into `store_path`.
 
     Creates the store or checks that its provenance matches `cfg` (ValueError naming the
     differing settings otherwise, store untouched).  Returns the counts of this call.
     `encoder` reuses an already built `ClipEncoder(cfg)` (single worker only; benchmarks).
+    `scheduler`: address of a Dask scheduler; every video becomes one task on its workers
+    (`stages.extract.cluster`; `workers` is then ignored).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise StageError(f"workers must be a positive integer, got {workers!r}")
@@ -591,6 +601,8 @@ def run_extract(
     device = cfg.resolve_device()
     provenance = cfg.provenance(_checkpoint_sha(cfg), precision=cfg.resolve_precision(device))
     workers = max(1, min(workers, len(items)))
+    if scheduler is not None:
+        workers = 2  # no model in this process: the workers build it
     if items and not (store_path / "zarr.json").is_file():
         # a new store records the checkpoint's hash: make sure the checkpoint works first
         if workers == 1 and encoder is None:
@@ -598,6 +610,10 @@ def run_extract(
         elif workers > 1:
             check_checkpoint(cfg)
     _open_store(store_path, provenance)  # create / check provenance once, before any work
+    if scheduler is not None:
+        from stages.extract.cluster import run_extract_dask
+
+        return run_extract_dask(cfg, items, store_path, provenance, scheduler, progress)
     if workers == 1:
         return _worker_loop(cfg, items, store_path, provenance, 0, 1, progress, encoder)
     from joblib import Parallel, delayed
