@@ -5,6 +5,7 @@
     losa-store export STORE --format npy --layer N --out DIR [--cells mean|flatten] [--overwrite]
     losa-store export STORE --format npy --feature fc_norm --out DIR   (VideoMAEv2 TAD features)
     losa-store export STORE --format hdf5 --out FILE.h5 [--compression gzip|lzf|none] [--overwrite]
+    losa-store merge OUT SHARD... [--chunk-steps 256]   (per-shard stores, e.g. from object storage)
 """
 
 from __future__ import annotations
@@ -144,6 +145,25 @@ def export(store: Path, fmt: str, out: Path, layer: int | None, cells: str, comp
             if not is_user_error(exc):
                 raise  # a bug: keep the traceback
             raise CliError(message_of(exc), exit_code_of(exc)) from None
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--chunk-steps", type=click.IntRange(1), default=256, show_default=True,
+              help="Time steps per chunk in the merged store.")
+def merge(out: Path, shards: tuple[Path, ...], chunk_steps: int) -> None:
+    """Merge per-shard stores SHARDS into the Zarr store OUT (same provenance; resumable)."""
+    from storage.merge import merge_stores
+
+    try:
+        s = merge_stores(out, list(shards), chunk_steps=chunk_steps)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        raise CliError(message_of(exc), exit_code_of(exc)) from None
+    click.echo(f"{out}: copied {s.copied} video(s) from {len(s.shards)} shard(s); {s.already_present} already "
+               f"present, {s.duplicates} duplicate(s), {s.failures} failure(s) carried over")
 
 
 if __name__ == "__main__":  # pragma: no cover
