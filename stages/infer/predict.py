@@ -74,7 +74,10 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[TALMo
     info = state["info"]
     if "model_cfg" not in info:
         raise RunError(f"{run}: the model file records no model_cfg")
-    model = TALModel(LoSAConfig.from_dict(info["model_cfg"]))
+    cfg = dict(info["model_cfg"])
+    if cfg.get("mode") == "losa" and "short_mode" not in cfg:
+        cfg["short_mode"] = "pooled"  # runs from before short_mode existed have the first short adapter
+    model = TALModel(LoSAConfig.from_dict(cfg))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:  # weights of another model (edited or mixed-up file)
