@@ -198,5 +198,39 @@ def gpu(tiny: bool, preset: str | None, num_steps: int | None, channels: int | N
         click.echo(f"wrote {out}")
 
 
+@main.command("nms")
+@click.option("--actionformer", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Checkout of happyharrycn/actionformer_release with libs/utils/nms_1d_cpu built "
+                   "(outside this repository): its compiled Soft-NMS is timed side by side.")
+@click.option("--videos", "num_videos", default=16, show_default=True, type=int)
+@click.option("--candidates", default=2000, show_default=True, type=int, help="Candidates per video.")
+@click.option("--classes", default=20, show_default=True, type=int)
+@click.option("--steps", default=256, show_default=True, type=int, help="Steps per video.")
+@click.option("--repeats", default=5, show_default=True, type=int, help="Interleaved timed runs per method.")
+@click.option("--greedy", is_flag=True, help="Also time the greedy reference loop.")
+@click.option("--predict", is_flag=True, help="Also time prediction end to end against ActionFormer's model.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
+def nms(actionformer: Path | None, num_videos: int, candidates: int, classes: int, steps: int, repeats: int,
+        greedy: bool, predict: bool, out: Path | None) -> None:
+    """Soft-NMS (and with --predict, prediction) time: ours vs ActionFormer's compiled op, interleaved."""
+    import json
+
+    from stages.tools.bench_nms import bench_nms, to_markdown
+
+    try:
+        if min(num_videos, candidates, classes, steps, repeats) < 1:
+            raise ValueError("--videos, --candidates, --classes, --steps and --repeats must be >= 1")
+        res = bench_nms(actionformer, num_videos=num_videos, candidates=candidates, classes=classes,
+                        steps=steps, repeats=repeats, greedy=greedy, predict=predict)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise UsageFailure(str(exc)) from None
+    click.echo(to_markdown(res), nl=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1, default=str) + "\n" if out.suffix.lower() == ".json"
+                       else to_markdown(res))
+        click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

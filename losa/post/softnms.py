@@ -27,6 +27,11 @@ from torch import Tensor
 
 __all__ = ["pair_weights", "soft_nms_rounds", "soft_nms_greedy"]
 
+#: A round selecting fewer candidates than this hands the rest to the greedy loop.
+SLOW_ROUND = 8
+#: Conflicting pairs per candidate above which the greedy loop is used from the start.
+DENSE_PAIRS = 64
+
 
 def pair_weights(iou: Tensor, method: str, iou_threshold: float, sigma: float) -> Tensor:
     """Decay weight of each IoU (float32), as the greedy loop applies it."""
@@ -42,8 +47,11 @@ def _pair_iou(starts: Tensor, ends: Tensor, lens: Tensor, a: Tensor, b: Tensor) 
     return inter / (lens[b] + lens[a] - inter).clamp(min=1e-8)
 
 
-def _conflict_pairs(segs: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
-    """All pairs ``(a, b)``, ``a != b``, of the same group whose segments overlap (both directions)."""
+def _conflict_pairs(segs: Tensor, groups: Tensor, max_pairs: int | None = None, build: bool = True
+                    ) -> tuple[Tensor, Tensor] | None:
+    """All pairs ``(a, b)``, ``a != b``, of the same group whose segments overlap (both directions);
+    None when there are more than ``max_pairs`` (counted before any pair is built; ``build=False``
+    only counts and returns two empty tensors when there are not)."""
     starts, ends = segs[:, 0].double(), segs[:, 1].double()
     lo = float(min(starts.min(), ends.min()))
     span = float(max(starts.max(), ends.max())) - lo
@@ -55,7 +63,9 @@ def _conflict_pairs(segs: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
     stop = torch.searchsorted(sorted_s, key_e[order], side="left")
     pos = torch.arange(order.numel())
     count = (stop - pos - 1).clamp(min=0)
-    first = torch.repeat_interleave(pos, count)
+    if max_pairs is not None and 2 * int(count.sum()) > max_pairs:
+        return None
+    first = torch.repeat_interleave(pos, count) if build else torch.zeros(0, dtype=torch.long)
     if first.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty
@@ -77,6 +87,8 @@ def soft_nms_rounds(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str
     """
     kw = dict(method=method, iou_threshold=iou_threshold, sigma=sigma, min_score=min_score)
     n = segs.shape[0]
+    if _conflict_pairs(segs, groups, max_pairs=DENSE_PAIRS * n, build=False) is None:
+        return soft_nms_greedy(segs, scores, groups, max_num=max_num, **kw)   # dense: greedy is cheaper
     pool = 4 * max_num
     if max_num <= 0 or n <= pool:
         return _rounds(segs, scores, groups, max_num=max_num, **kw)
@@ -98,7 +110,13 @@ def _rounds(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_th
     work = scores.clone()
     starts, ends = segs[:, 0], segs[:, 1]
     lens = (ends - starts).clamp(min=0)
-    src, dst = _conflict_pairs(segs, groups)
+    limit = n if max_num <= 0 else min(max_num, n)
+    pairs = _conflict_pairs(segs, groups, max_pairs=DENSE_PAIRS * n)
+    if pairs is None:
+        # a dense conflict graph: every round would touch many pairs per pick; greedy is cheaper
+        return _greedy(starts, ends, lens, work, groups, method=method, iou_threshold=iou_threshold,
+                       sigma=sigma, min_score=min_score, limit=limit, done=torch.zeros(0))
+    src, dst = pairs
     w = pair_weights(_pair_iou(starts, ends, lens, src, dst), method, iou_threshold, sigma)
     keep = w < 1.0
     src, dst, w = src[keep], dst[keep], w[keep]
@@ -133,6 +151,20 @@ def _rounds(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_th
             best = work[alive].max()
             if int((torch.cat(sel_score) > best).sum()) >= limit:
                 break
+        n_alive = int(alive.sum())
+        slow = picked.numel() < SLOW_ROUND or src.numel() > picked.numel() * (10 * n_alive + 65536)
+        if slow and n_alive:
+            # dense conflicts (chains of overlapping candidates): a round costs more per pick than a
+            # greedy step, so finish greedily on what is left — exact, as the candidates already
+            # selected were greedy picks whose decays are applied, and non-conflicting picks commute
+            rest = alive.nonzero(as_tuple=True)[0]
+            done = torch.cat(sel_score)
+            gi, gs = _greedy(starts[rest], ends[rest], lens[rest], work[rest], groups[rest],
+                             method=method, iou_threshold=iou_threshold, sigma=sigma,
+                             min_score=min_score, limit=limit, done=done)
+            sel_idx.append(rest[gi])
+            sel_score.append(gs)
+            break
     if not sel_idx:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     idx, sc = torch.cat(sel_idx), torch.cat(sel_score)
@@ -146,20 +178,33 @@ def soft_nms_greedy(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str
                     sigma: float, min_score: float, max_num: int) -> tuple[Tensor, Tensor]:
     """The reference greedy loop: one selection per Python iteration, O(max_num · N)."""
     n = segs.shape[0]
-    work = scores.clone()
     starts, ends = segs[:, 0], segs[:, 1]
     lens = (ends - starts).clamp(min=0)
-    alive = work >= min_score
     limit = n if max_num <= 0 else min(max_num, n)
+    return _greedy(starts, ends, lens, scores.clone(), groups, method=method, iou_threshold=iou_threshold,
+                   sigma=sigma, min_score=min_score, limit=limit, done=torch.zeros(0))
+
+
+def _greedy(starts: Tensor, ends: Tensor, lens: Tensor, work: Tensor, groups: Tensor, *, method: str,
+            iou_threshold: float, sigma: float, min_score: float, limit: int, done: Tensor
+            ) -> tuple[Tensor, Tensor]:
+    """Greedy selections from the current scores ``work``; ``done``: scores already selected
+    elsewhere — the loop stops once ``limit`` selections (those and its own) score above the
+    current pick, as every later pick scores lower still."""
+    alive = work >= min_score
     neg_inf = torch.tensor(float("-inf"))
     keep_idx: list[int] = []
     keep_score: list[float] = []
+    ranked = torch.sort(done, descending=True).values
     while len(keep_idx) < limit:
         i = int(torch.argmax(torch.where(alive, work, neg_inf)))
         if not alive[i]:
             break
+        s = float(work[i])
+        if len(keep_idx) + int((ranked > s).sum()) >= limit:
+            break
         keep_idx.append(i)
-        keep_score.append(float(work[i]))
+        keep_score.append(s)
         alive[i] = False
         inter = (torch.minimum(ends, ends[i]) - torch.maximum(starts, starts[i])).clamp(min=0)
         iou = inter / (lens + lens[i] - inter).clamp(min=1e-8)

@@ -20,9 +20,13 @@ def _candidates(n: int, seed: int, classes: int = 5, span: float = 400.0):
 @pytest.mark.parametrize("method", ["gaussian", "linear", "hard"])
 @pytest.mark.parametrize("multiclass", [True, False])
 @pytest.mark.parametrize("max_num", [200, 0, 7])
-def test_rounds_equal_greedy(method: str, multiclass: bool, max_num: int) -> None:
-    for seed in range(3):
-        segs, scores, labels = _candidates(120 + 60 * seed, seed)
+@pytest.mark.parametrize("dense", [10**9, 4], ids=["rounds", "dense-greedy"])
+def test_rounds_equal_greedy(method: str, multiclass: bool, max_num: int, dense: int, monkeypatch) -> None:
+    import losa.post.softnms as softnms
+
+    monkeypatch.setattr(softnms, "DENSE_PAIRS", dense)      # force each path of the vectorised core
+    for seed in range(2):
+        segs, scores, labels = _candidates(100 + 80 * seed, seed)
         kw = dict(method=method, multiclass=multiclass, max_num=max_num, voting_thresh=0.7)
         want = soft_nms(segs, scores, labels, algorithm="greedy", **kw)
         got = soft_nms(segs, scores, labels, **kw)
