@@ -91,7 +91,8 @@ def _time_mode(store: str, annotations: str, mode: str, overrides: Mapping[str, 
     reader, ann = open_store(store), load_annotations(annotations)
     torch.manual_seed(0)
     cfg = model_config_from_store(reader, {**overrides, "mode": mode}, len(ann.classes))
-    ds = StoreDataset(reader, ann, None, cfg.required_layers, max_seq_len=num_steps, crop_ratio=None)
+    ds = StoreDataset(reader, ann, None, cfg.required_layers, max_seq_len=num_steps, crop_ratio=None,
+                      mean_layers=cfg.mean_layers)  # read from the store every step (no RAM cache)
     rss = _PeakRSS()
     base = rss.rss()
     if device.type == "cuda":
