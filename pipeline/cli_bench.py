@@ -210,9 +210,11 @@ def gpu(tiny: bool, preset: str | None, num_steps: int | None, channels: int | N
 @click.option("--greedy", is_flag=True, help="Also time the greedy reference loop.")
 @click.option("--predict", is_flag=True, help="Also time prediction end to end against ActionFormer's model.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
+@knob_options(*RUNTIME)
 def nms(actionformer: Path | None, num_videos: int, candidates: int, classes: int, steps: int, repeats: int,
-        greedy: bool, predict: bool, out: Path | None) -> None:
+        greedy: bool, predict: bool, out: Path | None, **cli) -> None:
     """Soft-NMS (and with --predict, prediction) time: ours vs ActionFormer's compiled op, interleaved."""
+    _threads(cli)
     import json
 
     from stages.tools.bench_nms import bench_nms, to_markdown

@@ -51,7 +51,10 @@ def _table(cmd: click.Command, name: str, section: str | None) -> list[str]:
             default, text = p.shown_default, (p.knob.help if p.knob is not None else p.help or "")
         else:
             key, text = "—", p.help or ""
-            default = "" if p.default is None or p.is_flag and p.default is False else str(p.default)
+            if p.is_flag:  # click >= 8.2 keeps an unset flag default as a sentinel
+                default = "true" if p.default is True else "false" if p.secondary_opts else ""
+            else:
+                default = "" if p.default is None else str(p.default)
         kind = _type(p, ctx)
         if isinstance(p, KnobOption) and p.knob is not None and p.knob.bounds:
             kind += f" ({_bounds(p.knob)})"
