@@ -17,7 +17,9 @@ Rounds repeat on the pairs still alive; their number is the longest chain of eve
 candidates, typically tens, against one Python iteration per kept segment for the greedy loop.
 The greedy result is the rounds' selections sorted by (score descending, selection index), cut at
 ``max_num``; since later selections never score above the best remaining candidate, rounds stop as
-soon as ``max_num`` selections score above it.
+soon as ``max_num`` selections score above it.  Where the conflict graph is dense (more than
+``DENSE_PAIRS`` pairs per candidate) or a round stalls, the greedy loop takes over (from the current
+state, which is exact: selections so far were greedy picks, and non-conflicting picks commute).
 """
 
 from __future__ import annotations
