@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.demo.videogen import SHAPES, draw_shape, drift_crop, random_colour, smooth_texture, write_mp4
+from stages.demo.config import DemoSettings
 from stages.errors import StageError
 from storage.atomic import atomic_write
 
@@ -295,16 +296,8 @@ def plan_demo(
     min_len: float = 20, max_len: float = 45, test_fraction: float = 0.25, clutter: str = "low",
 ) -> list[VideoPlan]:  # fmt: skip
     """Plan the whole dataset (cheap, no pixels).  Same arguments → identical plans."""
-    if clutter not in CLUTTER:
-        raise StageError(f"clutter must be one of {sorted(CLUTTER)}, got {clutter!r}")
-    if num_videos < 2:
-        raise StageError(f"num_videos must be >= 2 (one training and one testing video), got {num_videos}")
-    if not 0.0 < test_fraction < 1.0:
-        raise StageError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if size < 32 or size % 2:
-        raise StageError(f"size must be an even number >= 32, got {size}")
-    if not 4.0 <= fps <= 120.0:
-        raise StageError(f"fps must be in [4, 120], got {fps}")
+    DemoSettings(num_videos=num_videos, seed=seed, fps=fps, size=size, min_len=min_len, max_len=max_len,
+                 test_fraction=test_fraction, clutter=clutter)  # types and ranges: the knob schema
     dmin, gmin = math.ceil(MIN_ACTION_S * fps), math.ceil(MIN_GAP_S * fps)
     if min_len > max_len or _capacity(round(min_len * fps), dmin, gmin) < MIN_ACTIONS:
         need = MIN_ACTIONS * MIN_ACTION_S + (MIN_ACTIONS + 1) * MIN_GAP_S
