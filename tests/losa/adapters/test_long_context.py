@@ -79,3 +79,20 @@ def test_model_predictions_are_fp32_under_autocast() -> None:
         got = model.predict(feats, mask)[0]
     assert got["scores"].dtype == torch.float32
     torch.testing.assert_close(got["scores"], want["scores"], rtol=0, atol=0)
+
+
+def test_runs_from_before_long_context_get_their_training_window(tmp_path) -> None:
+    from losa.model import LoSAConfig, TALModel
+    from stages.infer.predict import load_run
+
+    cfg = LoSAConfig(mode="losa", tapped_layers=(1,), last_layer=2, channels=C, num_classes=2,
+                     adapter_dim=D, adapter_heads=2,
+                     head={"embd_dim": 16, "fpn_dim": 16, "head_dim": 16, "n_levels": 2, "window": 5,
+                           "regression_ranges": [[0, 4], [4, 10000]]})
+    old = cfg.to_dict()
+    old.pop("long_context")
+    info = {"model_cfg": old, "train_cfg": {"max_seq_len": 48}}
+    torch.save({"format": "losa-model", "info": info, "model": TALModel(cfg).state_dict()},
+               tmp_path / "model.pt")
+    model, _ = load_run(tmp_path)
+    assert model.cfg.long_context == 48 and model.long_adapters["layer_01"].context == 48
