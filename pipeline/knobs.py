@@ -80,6 +80,12 @@ def _is_seq(ann: Any) -> bool:
     return get_origin(ann) in (list, tuple)
 
 
+def parse_bool(text: str) -> bool | None:
+    """True for 1/true/yes/on, False for 0/false/no/off (any case), else None."""
+    low = str(text).strip().lower()
+    return True if low in ("1", "true", "yes", "on") else False if low in ("0", "false", "no", "off") else None
+
+
 def parse_text(k: Knob, text: str) -> Any:
     """A knob's value from command-line / params text: choices, numbers, booleans, ``none`` for an
     optional knob, comma or YAML lists (``8,16`` or ``[[0,4],[4,8]]``) for list knobs."""
@@ -88,7 +94,7 @@ def parse_text(k: Knob, text: str) -> Any:
         return None
     if k.choices is not None:
         for c in k.choices:
-            if str(c) == t:
+            if str(c) == t or (isinstance(c, bool) and parse_bool(t) is c):  # true/on/yes, false/off/no
                 return c
         raise ValueError(f"{t!r} is not one of: {', '.join(str(c) for c in k.choices)}")
     base = k.base

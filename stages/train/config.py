@@ -61,7 +61,7 @@ class TrainConfig:
     checkpoint_every: int = knob(5, "Write the resumable checkpoint every N epochs (and always after the last).",
                                  ge=1)
     eval_tious: str = knob("0.3:0.1:0.7", "tIoU thresholds of the validation mAP (start:step:stop or a list).")
-    cache_features: bool | Literal["auto"] = knob("auto", "Keep every video's features in RAM after the first "
+    cache_features: Literal["auto", True, False] = knob("auto", "Keep every video's features in RAM after the first "
                                                           "read (auto: when they fit in cache_max_mb).")
     cache_max_mb: float = knob(2048.0, "Largest store (float32 MiB of the layers read) cached by "
                                        "cache_features=auto.", ge=0)

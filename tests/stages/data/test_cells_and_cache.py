@@ -103,13 +103,12 @@ def test_resolve_cache_rejects_other_values(store):
         resolve_cache("sometimes", reader, [], [2])
 
 
-def test_cli_cache_choice_accepts_auto_on_off_and_booleans():
-    import click
+def test_cache_features_knob_accepts_auto_and_booleans_from_text():
+    from losa.schema import describe
+    from pipeline.knobs import parse_text
 
-    from pipeline.cli_train import _CacheChoice
-
-    conv = _CacheChoice().convert
-    assert [conv(v, None, None) for v in ("auto", "on", "off", True, False, "yes")] == ["auto", True, False,
-                                                                                        True, False, True]
-    with pytest.raises(click.BadParameter, match="auto, on, off"):
-        conv("sometimes", None, None)
+    knob = next(k for k in describe(TrainConfig) if k.name == "cache_features")
+    assert [parse_text(knob, t) for t in ("auto", "on", "off", "true", "False", "yes")] == \
+        ["auto", True, False, True, False, True]
+    with pytest.raises(ValueError, match="not one of"):
+        parse_text(knob, "sometimes")
