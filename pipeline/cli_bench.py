@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
+from typing import Literal
 
 import click
 
 from pipeline.errors import is_user_error, message_of
 
+from losa.schema import knob, settings
 from pipeline.knobs import Group, collect, knob_options
 from stages.errors import StageError
 from stages.extract.config import PRECISIONS, STORE_DTYPES
@@ -36,6 +40,84 @@ def _threads(cli: dict) -> int:
     return apply_threads(ThreadSettings.from_dict(collect(cli, RUNTIME)["runtime"]).threads)
 
 
+def bench_options(cls: type):
+    """Options of a benchmark from its settings class (plus --threads); the command function gets
+    the validated fields as keyword arguments (one-line exit-2 error for a bad value)."""
+    groups = (Group("bench", cls), *RUNTIME)
+
+    def decorate(f):
+        @functools.wraps(f)
+        def inner(*args, **cli):
+            vals = collect(cli, groups)
+            try:
+                obj = cls.from_dict(vals["bench"])
+            except StageError as exc:
+                raise UsageFailure(str(exc)) from None
+            apply_threads(ThreadSettings.from_dict(vals["runtime"]).threads)
+            rest = {k: v for k, v in cli.items() if "__" not in k}  # click arguments (VIDEO_DIR)
+            return f(*args, **rest, **{fd.name: getattr(obj, fd.name) for fd in dataclasses.fields(obj)})
+
+        return knob_options(*groups)(inner)
+
+    return decorate
+
+
+@settings(what="losa-bench extract", error=StageError)
+class BenchExtract:
+    """Extraction benchmark on synthetic videos (or a folder)."""
+
+    preset: str = knob("vit-s", "Backbone: tiny, vit-s, ..., vit-g.")
+    checkpoint: Path | None = knob(None, "Optional VideoMAEv2 weights.")
+    layers: str | None = knob(None, "Blocks to tap (default: 1/5..4/5 of the depth) plus the last.")
+    num_videos: int = knob(4, "Synthetic videos to generate when no VIDEO_DIR is given.", ge=1, flag="videos")
+    seconds: float = knob(10.0, "Length of each synthetic video.", gt=0)
+    video_size: int | None = knob(None, "Synthetic frame size (default: resolution * 8/7).", ge=1)
+    resolution: int = knob(224, "Square input size.", ge=1)
+    frames: int = knob(16, "Frames per clip.", ge=1)
+    clip_stride: int = knob(4, "Frames between clip starts.", ge=1)
+    batch_clips: int = knob(32, "Clips per forward pass.", ge=1)
+    store_dtype: Literal[STORE_DTYPES] = knob(STORE_DTYPES[0], "Stored dtype.", flag="dtype")  # extract's choices
+    precision: Literal[PRECISIONS] = knob(PRECISIONS[0], "Compute precision (auto: bf16 on CUDA, fp32 on CPU).")
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N.")
+    peak_tflops: float | None = knob(None, "Accelerator peak (dense) to report MFU against.", gt=0)
+    out: Path | None = knob(None, "Also write the report (.json or .md).")
+
+
+@settings(what="losa-bench train", error=StageError)
+class BenchTrain:
+    """Training-step benchmark on a synthetic store."""
+
+    preset: str = knob("vit-g", "Backbone whose activation shapes the synthetic store mimics (vit-g: C=1408).")
+    num_steps: int = knob(2304, "Steps per video.", ge=1, flag="steps")
+    num_videos: int = knob(2, "Synthetic videos.", ge=1, flag="videos")
+    batch_size: int = knob(1, "Videos per step.", ge=1)
+    iters: int = knob(3, "Timed optimisation steps per mode.", ge=1)
+    modes: str = knob("head-only,side,losa", "Model modes timed, comma separated.")
+    backbone: str = knob("vit-s", "Backbone run on the fly from frames for the comparison ('none' to skip).")
+    onfly_clips: int | None = knob(None, "Clips actually run through the on-the-fly backbone (extrapolated to "
+                                         "--steps).", ge=1)
+    resolution: int = knob(224, "Input size of the on-the-fly backbone.", ge=1)
+    device: str = knob("auto", "auto, cpu, cuda, cuda:N.")
+    out: Path | None = knob(None, "Also write the report (.json or .md).")
+
+
+@settings(what="losa-bench nms", error=StageError)
+class BenchNMS:
+    """Soft-NMS benchmark against ActionFormer's compiled op."""
+
+    actionformer: Path | None = knob(None, "Checkout of happyharrycn/actionformer_release with "
+                                           "libs/utils/nms_1d_cpu built (outside this repository): its "
+                                           "compiled Soft-NMS is timed side by side.")
+    num_videos: int = knob(16, "Synthetic videos.", ge=1, flag="videos")
+    candidates: int = knob(2000, "Candidates per video.", ge=1)
+    classes: int = knob(20, "Classes.", ge=1)
+    steps: int = knob(256, "Steps per video.", ge=1)
+    repeats: int = knob(5, "Interleaved timed runs per method.", ge=1)
+    greedy: bool = knob(False, "Also time the greedy reference loop.")
+    predict: bool = knob(False, "Also time prediction end to end against ActionFormer's model.")
+    out: Path | None = knob(None, "Also write the report (.json or .md).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Throughput benchmarks of the pipeline stages."""
@@ -43,30 +125,12 @@ def main() -> None:
 
 @main.command("extract")
 @click.argument("video_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--preset", default="vit-s", show_default=True, help="Backbone: tiny, vit-s, ..., vit-g.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Optional VideoMAEv2 weights.")
-@click.option("--layers", default=None, help="Blocks to tap (default: 1/5..4/5 of the depth) plus the last.")
-@click.option("--videos", "num_videos", default=4, show_default=True, type=int,
-              help="Synthetic videos to generate when no VIDEO_DIR is given.")
-@click.option("--seconds", default=10.0, show_default=True, type=float, help="Length of each synthetic video.")
-@click.option("--video-size", default=None, type=int, help="Synthetic frame size (default: resolution * 8/7).")
-@click.option("--resolution", default=224, show_default=True, type=int)
-@click.option("--frames", default=16, show_default=True, type=int, help="Frames per clip.")
-@click.option("--clip-stride", default=4, show_default=True, type=int)
-@click.option("--batch-clips", default=32, show_default=True, type=int)
-@click.option("--dtype", "store_dtype", type=click.Choice(STORE_DTYPES), default=STORE_DTYPES[0],
-              show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--peak-tflops", type=float, default=None, help="Accelerator peak (dense) to report MFU against.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
-@knob_options(*RUNTIME)
+@bench_options(BenchExtract)
 def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers: str | None,
             num_videos: int, seconds: float, video_size: int | None, resolution: int, frames: int,
             clip_stride: int, batch_clips: int, store_dtype: str, precision: str, device: str,
-            peak_tflops: float | None, out: Path | None, **cli) -> None:
+            peak_tflops: float | None, out: Path | None) -> None:
     """Decode-only vs backbone-only vs full extraction clips/s on the same videos and model."""
-    _threads(cli)
     from losa.encoder.sampling import ClipSampling
     from pipeline.cli_extract import parse_layers
     from stages.tools.bench_extract import bench_extract, to_markdown, write_report
@@ -96,25 +160,10 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
 
 
 @main.command("train")
-@click.option("--preset", default="vit-g", show_default=True,
-              help="Backbone whose activation shapes the synthetic store mimics (vit-g: C=1408).")
-@click.option("--steps", "num_steps", default=2304, show_default=True, type=int, help="Steps per video.")
-@click.option("--videos", "num_videos", default=2, show_default=True, type=int)
-@click.option("--batch-size", default=1, show_default=True, type=int)
-@click.option("--iters", default=3, show_default=True, type=int, help="Timed optimisation steps per mode.")
-@click.option("--modes", default="head-only,side,losa", show_default=True)
-@click.option("--backbone", default="vit-s", show_default=True,
-              help="Backbone run on the fly from frames for the comparison ('none' to skip).")
-@click.option("--onfly-clips", default=None, type=int,
-              help="Clips actually run through the on-the-fly backbone (extrapolated to --steps).")
-@click.option("--resolution", default=224, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
-@knob_options(*RUNTIME)
+@bench_options(BenchTrain)
 def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: int, modes: str,
-          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None, **cli) -> None:
+          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None) -> None:
     """Training-step time and peak memory from the store (head-only, side, LoSA) vs a backbone in the loop."""
-    _threads(cli)
     import json
 
     from stages.tools.bench_train import bench_train
@@ -199,22 +248,10 @@ def gpu(tiny: bool, preset: str | None, num_steps: int | None, channels: int | N
 
 
 @main.command("nms")
-@click.option("--actionformer", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Checkout of happyharrycn/actionformer_release with libs/utils/nms_1d_cpu built "
-                   "(outside this repository): its compiled Soft-NMS is timed side by side.")
-@click.option("--videos", "num_videos", default=16, show_default=True, type=int)
-@click.option("--candidates", default=2000, show_default=True, type=int, help="Candidates per video.")
-@click.option("--classes", default=20, show_default=True, type=int)
-@click.option("--steps", default=256, show_default=True, type=int, help="Steps per video.")
-@click.option("--repeats", default=5, show_default=True, type=int, help="Interleaved timed runs per method.")
-@click.option("--greedy", is_flag=True, help="Also time the greedy reference loop.")
-@click.option("--predict", is_flag=True, help="Also time prediction end to end against ActionFormer's model.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the report (.json or .md).")
-@knob_options(*RUNTIME)
+@bench_options(BenchNMS)
 def nms(actionformer: Path | None, num_videos: int, candidates: int, classes: int, steps: int, repeats: int,
-        greedy: bool, predict: bool, out: Path | None, **cli) -> None:
+        greedy: bool, predict: bool, out: Path | None) -> None:
     """Soft-NMS (and with --predict, prediction) time: ours vs ActionFormer's compiled op, interleaved."""
-    _threads(cli)
     import json
 
     from stages.tools.bench_nms import bench_nms, to_markdown
