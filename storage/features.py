@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FEATURE_DTYPE", "check_feature_name", "feature_array_name", "parse_feature_name"]
+__all__ = ["FEATURE_DTYPE", "cell_mean_feature", "check_feature_name", "feature_array_name", "parse_feature_name"]
 
 #: Store dtype of every feature array.
 FEATURE_DTYPE = "float32"
@@ -25,6 +25,14 @@ def check_feature_name(name: object) -> str:
         raise ValueError(f"feature name must be lower-case letters, digits and '_' (starting with a "
                          f"letter), got {name!r}")
     return name
+
+
+def cell_mean_feature(layer: int) -> str:
+    """Name of the stored cell mean of a layer: ``cellmean_40`` = mean over the cells of
+    ``layer_40`` as stored (float16 / bfloat16 values averaged in float32), ``[T, C]``; written by
+    extraction for the last layer when a step has more than one cell, so that a model that only
+    averages that layer's cells (head-only, the fusion base) reads 1/cells of the data."""
+    return f"cellmean_{int(layer):02d}"
 
 
 def feature_array_name(name: str) -> str:

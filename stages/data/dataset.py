@@ -233,13 +233,23 @@ class _FeatureSource:
         self.features = list(features)
         self.keys: list[int | str] = [*self.layers, *self.features]
         self.mean_layers = {int(x) for x in mean_layers}
+        # mean layers whose cell mean the store holds (`cellmean_XX` in every video): read that
+        from storage.features import cell_mean_feature
+
+        stored = set(reader.features()) if hasattr(reader, "features") else set()
+        self.stored_means = {k: cell_mean_feature(k) for k in self.mean_layers
+                             if cell_mean_feature(k) in stored}
         self.cache: dict[str, dict[int, np.ndarray]] | None = {} if cache else None
         self.resample = int(resample)
 
     def _load(self, video_id: str, t0: int = 0, t1: int | None = None) -> dict[int, np.ndarray]:
-        arrays = self.reader.read(video_id, self.layers, t0, t1) if self.layers else {}
+        from_cells = [k for k in self.layers if k not in self.stored_means]
+        arrays = self.reader.read(video_id, from_cells, t0, t1) if from_cells else {}
         out: dict = {k: (v.mean(axis=1, keepdims=True, dtype=np.float32) if k in self.mean_layers
                          else np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
+        for k, name in self.stored_means.items():
+            out[k] = np.ascontiguousarray(self.reader.read_feature(video_id, name, t0, t1)[:, None, :],
+                                          dtype=np.float32)
         for name in self.features:
             out[name] = np.ascontiguousarray(self.reader.read_feature(video_id, name, t0, t1)[:, None, :],
                                              dtype=np.float32)

@@ -202,6 +202,7 @@ class ClipEncoder:
         self.layers = cfg.all_layers
         depth = cfg.backbone.depth
         self.run_layers = sorted({*self.layers, depth}) if cfg.reference_feature else self.layers
+        self.mean_layer = _cell_mean_layer(cfg)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def _precision_context(self):
@@ -268,6 +269,12 @@ class ClipEncoder:
                     continue
                 pooled = pool_tokens(t, self.cfg.grid, self.cfg.temporal).float()
                 out[layer] = self._to_store_dtype(pooled, layer)
+                if layer == self.mean_layer:  # mean of the cells AS STORED (what a reader would get)
+                    from storage.features import cell_mean_feature
+                    from storage.reader import decode_rows
+
+                    stored = decode_rows(out[layer], self.cfg.store_dtype)
+                    out[cell_mean_feature(layer)] = stored.mean(axis=1, dtype=np.float32)
         return out
 
     def _to_store_dtype(self, x, layer: int) -> np.ndarray:
@@ -284,11 +291,21 @@ class ClipEncoder:
         return half.cpu().numpy()
 
 
-def _stored_features(cfg: ExtractConfig) -> dict[str, int]:
-    """Named features written next to the layers: {"fc_norm": C} with the reference feature."""
-    from stages.extract.config import REFERENCE_FEATURE
+def _cell_mean_layer(cfg: ExtractConfig) -> int | None:
+    """The layer whose cell mean is stored as a feature: the last stored one, when cells > 1."""
+    return max(cfg.all_layers) if cfg.cells > 1 else None
 
-    return {REFERENCE_FEATURE: cfg.backbone.embed_dim} if cfg.reference_feature else {}
+
+def _stored_features(cfg: ExtractConfig) -> dict[str, int]:
+    """Named features written next to the layers: {"fc_norm": C} with the reference feature, and
+    the last layer's cell mean {"cellmean_XX": C} when a step has several cells."""
+    from stages.extract.config import REFERENCE_FEATURE
+    from storage.features import cell_mean_feature
+
+    out = {REFERENCE_FEATURE: cfg.backbone.embed_dim} if cfg.reference_feature else {}
+    if _cell_mean_layer(cfg) is not None:
+        out[cell_mean_feature(_cell_mean_layer(cfg))] = cfg.backbone.embed_dim
+    return out
 
 
 def _squash_bilinear(x, resolution: int):

@@ -112,3 +112,31 @@ def test_cache_features_knob_accepts_auto_and_booleans_from_text():
         ["auto", True, False, True, False, True]
     with pytest.raises(ValueError, match="not one of"):
         parse_text(knob, "sometimes")
+
+
+def test_extraction_stores_the_last_layers_cell_mean_and_training_reads_only_it(make_video, tmp_path):
+    from losa.encoder.sampling import ClipSampling
+    from stages.extract.config import ExtractConfig
+    from stages.extract.run import run_extract
+
+    make_video("v/a.mp4", seconds=1.5, size=40)
+    cfg = ExtractConfig(preset="tiny", layers=[2], resolution=32, sampling=ClipSampling(4, 1, 2), grid=2,
+                        batch_clips=4, device="cpu")
+    run_extract(cfg, tmp_path / "v", tmp_path / "s.zarr", progress=False)
+    reader = open_store(tmp_path / "s.zarr")
+    assert reader.features() == ["cellmean_04"]
+    cells = reader.read("a", [4])[4]
+    assert cells.shape[1] == 4
+    np.testing.assert_array_equal(reader.read_feature("a", "cellmean_04"), cells.mean(axis=1, dtype=np.float32))
+
+    class Recording(CountingReader):
+        def read(self, vid, layers=None, *a, **k):
+            self.layers_read = list(layers or [])
+            return super().read(vid, layers, *a, **k)
+
+    rec = Recording(reader)
+    ds = InferenceDataset(rec, ["a"], [2, 4], mean_layers=[4])
+    item = ds[0]
+    assert rec.layers_read == [2]  # layer 4's cells are not read: its stored mean is
+    np.testing.assert_array_equal(item["feats"][4].numpy()[:, 0], cells.mean(axis=1, dtype=np.float32))
+    assert item["feats"][2].shape[1] == 4
