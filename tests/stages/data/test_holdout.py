@@ -80,6 +80,7 @@ def test_train_leaves_the_held_out_videos_out_and_eval_scores_on_them(tmp_path, 
     ann = load_annotations(data.annotations)
     _, held = split_holdout(ann.videos_in("training"), 0.4, seed=2)
     assert info["holdout_videos"] == held and len(held) == 2
+    assert info["model_cfg"]["long_context"] == 64          # long-range context = training window
     assert trained_on[0] == sorted(set(ann.videos_in("training")) - set(held))
     out = tmp_path / "dets.json"
     res = CliRunner().invoke(eval_main, ["--run", str(run), "--holdout", "--device", "cpu",
