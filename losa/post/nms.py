@@ -17,13 +17,15 @@ reference loop (``algorithm="greedy"``, O(max_num * N) Python iterations) gives 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from losa.post.softnms import soft_nms_greedy, soft_nms_rounds
+from losa.post.softnms import soft_nms_batch, soft_nms_greedy
 from losa.errors import LosaError
 
-__all__ = ["soft_nms", "segment_iou", "seg_voting", "NMS_METHODS"]
+__all__ = ["soft_nms", "soft_nms_videos", "segment_iou", "seg_voting", "NMS_METHODS"]
 
 NMS_METHODS = ("gaussian", "linear", "hard")
 
@@ -73,6 +75,24 @@ def soft_nms(
     only to class-agnostic NMS (``multiclass=False``) and ignored otherwise.  ``algorithm``:
     ``"rounds"`` (vectorised, default) or ``"greedy"`` (the reference loop); both give one result.
     """
+    if algorithm not in ("rounds", "greedy"):
+        raise ValueError(f"unknown soft-NMS algorithm {algorithm!r} (rounds or greedy)")
+    kw = dict(iou_threshold=iou_threshold, sigma=sigma, min_score=min_score, method=method,
+              max_num=max_num, multiclass=multiclass, voting_thresh=voting_thresh)
+    if algorithm == "rounds":
+        return soft_nms_videos([(segments, scores, labels)], **kw)[0]
+    prep = _prepare(segments, scores, labels, method, sigma, multiclass)
+    if prep is None:
+        return _empty(labels)
+    segs, orig, labels, groups = prep
+    idx, out_scores = soft_nms_greedy(segs, orig, groups, method=method, iou_threshold=iou_threshold,
+                                      sigma=sigma, min_score=min_score, max_num=max_num)
+    return _finish(segs, orig, labels, idx, out_scores, multiclass, voting_thresh)
+
+
+def _prepare(segments: Tensor, scores: Tensor, labels: Tensor, method: str, sigma: float,
+             multiclass: bool) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """Checked CPU float32 ``(segs, scores, labels, groups)``; None when there is no candidate."""
     if method not in NMS_METHODS:
         raise LosaError(f"unknown NMS method {method!r}; choose from {', '.join(NMS_METHODS)}")
     if method == "gaussian" and sigma <= 0:
@@ -82,20 +102,42 @@ def soft_nms(
     n = segments.shape[0]
     if scores.shape != (n,) or labels.shape != (n,):
         raise ValueError(f"scores and labels must be [{n}], got {tuple(scores.shape)} and {tuple(labels.shape)}")
-    if algorithm not in ("rounds", "greedy"):
-        raise ValueError(f"unknown soft-NMS algorithm {algorithm!r} (rounds or greedy)")
     if n == 0:
-        return _empty(labels)
-
-    segs = segments.detach().float().cpu()
-    orig = scores.detach().float().cpu()
+        return None
     labels = labels.detach().cpu()
     groups = labels.long() if multiclass else torch.zeros(n, dtype=torch.long)
-    core = soft_nms_rounds if algorithm == "rounds" else soft_nms_greedy
-    idx, out_scores = core(segs, orig, groups, method=method, iou_threshold=iou_threshold,
-                           sigma=sigma, min_score=min_score, max_num=max_num)
+    return segments.detach().float().cpu(), scores.detach().float().cpu(), labels, groups
+
+
+def _finish(segs: Tensor, orig: Tensor, labels: Tensor, idx: Tensor, out_scores: Tensor,
+            multiclass: bool, voting_thresh: float) -> tuple[Tensor, Tensor, Tensor]:
     out_segs = segs[idx]
     if voting_thresh > 0 and not multiclass:
         out_segs = seg_voting(out_segs, segs, orig, voting_thresh)
     order = torch.sort(out_scores, descending=True, stable=True).indices
     return out_segs[order], out_scores[order], labels[idx][order]
+
+
+@torch.no_grad()
+def soft_nms_videos(
+    candidates: Sequence[tuple[Tensor, Tensor, Tensor]],
+    iou_threshold: float = 0.1,
+    sigma: float = 0.5,
+    min_score: float = 1e-3,
+    method: str = "gaussian",
+    max_num: int = 200,
+    multiclass: bool = True,
+    voting_thresh: float = 0.0,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """:func:`soft_nms` of several videos' ``(segments, scores, labels)`` at once — the same result
+    per video; videos whose conflict graphs are dense run their greedy loops together
+    (:func:`losa.post.softnms.soft_nms_batch`)."""
+    preps = [_prepare(s, sc, lab, method, sigma, multiclass) for s, sc, lab in candidates]
+    live = [k for k, p in enumerate(preps) if p is not None]
+    cores = soft_nms_batch([(preps[k][0], preps[k][1], preps[k][3]) for k in live], method=method,
+                           iou_threshold=iou_threshold, sigma=sigma, min_score=min_score, max_num=max_num)
+    out = [_empty(lab) for _, _, lab in candidates]
+    for k, (idx, sc) in zip(live, cores):
+        segs, orig, labels, _ = preps[k]
+        out[k] = _finish(segs, orig, labels, idx, sc, multiclass, voting_thresh)
+    return out

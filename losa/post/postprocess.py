@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from losa.post.nms import soft_nms
+from losa.post.nms import soft_nms_videos
 
 __all__ = ["decode_predictions", "postprocess", "Detections"]
 
@@ -85,20 +85,15 @@ def postprocess(
     passed.  ``method="none"`` skips NMS (candidates are only sorted and capped at ``max_seg_num``).
     """
     out: list[Detections] = []
-    for segs, scores, labels in decode_predictions(
-        cls_logits, offsets, masks, points, pre_nms_thresh, pre_nms_topk, duration_thresh
-    ):
-        segs, scores, labels = segs.cpu(), scores.cpu(), labels.cpu()
-        if method == "none":
-            order = scores.argsort(descending=True)
-            if max_seg_num > 0:
-                order = order[:max_seg_num]
-            out.append((segs[order], scores[order], labels[order]))
-            continue
-        out.append(
-            soft_nms(
-                segs, scores, labels, iou_threshold=iou_threshold, sigma=sigma, min_score=min_score,
-                method=method, max_num=max_seg_num, multiclass=multiclass, voting_thresh=voting_thresh,
-            )
-        )
+    cands = [(s.cpu(), sc.cpu(), lab.cpu()) for s, sc, lab in decode_predictions(
+        cls_logits, offsets, masks, points, pre_nms_thresh, pre_nms_topk, duration_thresh)]
+    if method != "none":   # the batch's videos together (dense ones share their greedy loops)
+        return soft_nms_videos(cands, iou_threshold=iou_threshold, sigma=sigma, min_score=min_score,
+                               method=method, max_num=max_seg_num, multiclass=multiclass,
+                               voting_thresh=voting_thresh)
+    for segs, scores, labels in cands:
+        order = scores.argsort(descending=True)
+        if max_seg_num > 0:
+            order = order[:max_seg_num]
+        out.append((segs[order], scores[order], labels[order]))
     return out

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pair_weights", "soft_nms_rounds", "soft_nms_greedy"]
+__all__ = ["pair_weights", "soft_nms_rounds", "soft_nms_batch", "soft_nms_greedy"]
 
 #: A round selecting fewer candidates than this hands the rest to the greedy loop.
 SLOW_ROUND = 8
@@ -174,6 +174,72 @@ def _rounds(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_th
     order = torch.argsort(idx, stable=True)
     order = order[torch.argsort(sc[order], descending=True, stable=True)][:limit]
     return idx[order], sc[order]
+
+
+def soft_nms_batch(items: list[tuple[Tensor, Tensor, Tensor]], *, method: str, iou_threshold: float,
+                   sigma: float, min_score: float, max_num: int) -> list[tuple[Tensor, Tensor]]:
+    """:func:`soft_nms_rounds` of every ``(segs, scores, groups)``, except that the items with
+    dense conflict graphs run their greedy loops side by side (one Python iteration per pick for all
+    of them; elementwise the same float32 operations, so the same result)."""
+    kw = dict(method=method, iou_threshold=iou_threshold, sigma=sigma, min_score=min_score)
+    out: list[tuple[Tensor, Tensor] | None] = [None] * len(items)
+    dense = []
+    for k, (segs, scores, groups) in enumerate(items):
+        n = segs.shape[0]
+        if _conflict_pairs(segs, groups, max_pairs=DENSE_PAIRS * n, build=False) is None:
+            dense.append(k)
+        else:
+            out[k] = soft_nms_rounds(segs, scores, groups, max_num=max_num, **kw)
+    if len(dense) == 1:
+        k = dense[0]
+        out[k] = soft_nms_greedy(*items[k], max_num=max_num, **kw)
+    elif dense:
+        for k, res in zip(dense, _greedy_side_by_side([items[k] for k in dense], max_num=max_num, **kw)):
+            out[k] = res
+    return out  # type: ignore[return-value]
+
+
+def _greedy_side_by_side(items: list[tuple[Tensor, Tensor, Tensor]], *, method: str, iou_threshold: float,
+                         sigma: float, min_score: float, max_num: int) -> list[tuple[Tensor, Tensor]]:
+    """The greedy loop of several items at once, rows padded with dead candidates."""
+    v = len(items)
+    sizes = [s.shape[0] for s, _, _ in items]
+    n = max(sizes)
+    starts, ends = torch.zeros(v, n), torch.zeros(v, n)
+    work = torch.zeros(v, n)
+    groups = torch.full((v, n), -1, dtype=torch.long)
+    valid = torch.zeros(v, n, dtype=torch.bool)
+    for r, (segs, scores, g) in enumerate(items):
+        k = sizes[r]
+        starts[r, :k], ends[r, :k], work[r, :k], groups[r, :k] = segs[:, 0], segs[:, 1], scores, g
+        valid[r, :k] = True
+    lens = (ends - starts).clamp(min=0)
+    alive = valid & (work >= min_score)
+    limits = torch.tensor([k if max_num <= 0 else min(max_num, k) for k in sizes])
+    count = torch.zeros(v, dtype=torch.long)
+    rows = torch.arange(v)
+    neg_inf = torch.tensor(float("-inf"))
+    picks, vals = [], []
+    active = alive.any(dim=1) & (limits > 0)
+    while bool(active.any()):
+        i = torch.argmax(torch.where(alive, work, neg_inf), dim=1)
+        ok = active & alive[rows, i]
+        picks.append(torch.where(ok, i, -1))
+        vals.append(work[rows, i])
+        count += ok.long()
+        alive[rows[ok], i[ok]] = False
+        si, ei, li, gi = (z[rows, i][:, None] for z in (starts, ends, lens, groups))
+        inter = (torch.minimum(ends, ei) - torch.maximum(starts, si)).clamp(min=0)
+        iou = inter / (lens + li - inter).clamp(min=1e-8)
+        iou = iou * (groups == gi).float()
+        weight = torch.where(ok[:, None], pair_weights(iou, method, iou_threshold, sigma), 1.0)
+        work = work * weight
+        alive &= (work >= min_score) & (weight > 0)
+        active = ok & (count < limits) & alive.any(dim=1)
+    if not picks:
+        return [(torch.zeros(0, dtype=torch.long), torch.zeros(0)) for _ in items]
+    p, s = torch.stack(picks, 1), torch.stack(vals, 1)
+    return [(p[r][p[r] >= 0], s[r][p[r] >= 0]) for r in range(v)]
 
 
 def soft_nms_greedy(segs: Tensor, scores: Tensor, groups: Tensor, *, method: str, iou_threshold: float,

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from losa.post.nms import soft_nms
+from losa.post.nms import soft_nms, soft_nms_videos
 from stages.errors import StageError
 
 __all__ = ["synthetic_candidates", "load_actionformer", "bench_nms", "to_markdown"]
@@ -80,13 +80,18 @@ def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, l
     return times
 
 
-def _nms_part(cands, af, settings: dict, repeats: int, greedy: bool) -> dict[str, Any]:
+def _nms_part(cands, af, settings: dict, repeats: int, greedy: bool, batch_size: int) -> dict[str, Any]:
     mc, vote = settings["multiclass"], settings["voting_thresh"]
+    kw = dict(iou_threshold=settings["iou_threshold"], sigma=settings["sigma"], min_score=settings["min_score"],
+              max_num=settings["max_seg_num"], multiclass=mc, voting_thresh=vote)
 
     def ours(algorithm: str = "rounds"):
-        return [soft_nms(s, sc, lab, iou_threshold=settings["iou_threshold"], sigma=settings["sigma"],
-                         min_score=settings["min_score"], max_num=settings["max_seg_num"], multiclass=mc,
-                         voting_thresh=vote, algorithm=algorithm) for s, sc, lab in cands]
+        if algorithm == "greedy":
+            return [soft_nms(s, sc, lab, algorithm="greedy", **kw) for s, sc, lab in cands]
+        out = []   # as prediction calls it: the videos of one inference batch together
+        for k in range(0, len(cands), batch_size):
+            out += soft_nms_videos(cands[k:k + batch_size], **kw)
+        return out
 
     fns: dict[str, Callable[[], Any]] = {"ours": ours}
     if greedy:
@@ -180,9 +185,10 @@ def bench_nms(actionformer: str | Path | None = None, *, num_videos: int = 16, c
     cands = synthetic_candidates(num_videos, candidates, classes, steps, seed)
     res: dict[str, Any] = {"threads": torch.get_num_threads(), "videos": num_videos,
                            "candidates_per_video": candidates, "classes": classes, "settings": settings,
-                           "repeats": repeats}
-    res["nms_multiclass"] = _nms_part(cands, af, settings, repeats, greedy)
-    res["nms_agnostic_voting"] = _nms_part(cands, af, {**settings, "multiclass": False}, repeats, greedy)
+                           "repeats": repeats, "batch_size": batch_size}
+    res["nms_multiclass"] = _nms_part(cands, af, settings, repeats, greedy, batch_size)
+    res["nms_agnostic_voting"] = _nms_part(cands, af, {**settings, "multiclass": False}, repeats, greedy,
+                                           batch_size)
     if predict:
         res["predict"] = _predict_part(actionformer, num_videos, steps, channels, classes, head, settings,
                                        repeats, batch_size, seed)
@@ -191,7 +197,8 @@ def bench_nms(actionformer: str | Path | None = None, *, num_videos: int = 16, c
 
 def to_markdown(res: dict[str, Any]) -> str:
     lines = [f"## Soft-NMS benchmark ({res['videos']} videos × {res['candidates_per_video']} candidates, "
-             f"{res['classes']} classes, {res['threads']} threads, median of {res['repeats']} interleaved runs)",
+             f"{res['classes']} classes, {res['threads']} threads, median of {res['repeats']} interleaved runs; "
+             f"ours takes {res['batch_size']} videos per call, as prediction does)",
              "", "| case | " + " | ".join(res["nms_multiclass"]["ms"]) + " | ours / ActionFormer | max |Δscore| |",
              "|---|" + "---|" * (len(res["nms_multiclass"]["ms"]) + 2)]
     for case in ("nms_multiclass", "nms_agnostic_voting"):

@@ -54,3 +54,24 @@ def test_unknown_algorithm() -> None:
     segs, scores, labels = _candidates(5, 0)
     with pytest.raises(ValueError, match="unknown soft-NMS algorithm 'fast'"):
         soft_nms(segs, scores, labels, algorithm="fast")
+
+
+@pytest.mark.parametrize("multiclass", [True, False])
+def test_videos_together_equal_each_alone(multiclass: bool, monkeypatch) -> None:
+    """soft_nms_videos (what postprocess runs per batch) = soft_nms of each video, also when the
+    dense videos share one greedy loop."""
+    import losa.post.softnms as softnms
+    from losa.post.nms import soft_nms_videos
+
+    videos = [_candidates(n, seed, classes=3) for seed, n in enumerate((90, 0, 150, 40))]
+    videos[1] = (torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    kw = dict(multiclass=multiclass, max_num=30, voting_thresh=0.7)
+    for dense in (10**9, 0):
+        monkeypatch.setattr(softnms, "DENSE_PAIRS", dense)
+        together = soft_nms_videos(videos, **kw)
+        for got, (s, sc, lab) in zip(together, videos):
+            want = soft_nms(s, sc, lab, algorithm="greedy", **kw)
+            assert torch.equal(got[2], want[2]) and got[0].shape == want[0].shape
+            if dense == 0:      # the shared greedy loop: the same float32 operations
+                assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
+            torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-6)
