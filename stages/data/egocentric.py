@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.data.annotations import (AnnotationError, Annotations, VideoAnnotation, _clip, _finish,
-                                     _number, _segment, load_class_list)
+from stages.data.annotation_model import (AnnotationError, Annotations, VideoAnnotation, _clip, _finish,
+                                          _number, _segment, load_class_list)
 
 __all__ = ["EPIC_TASKS", "detect_format", "load_ego4d_mq", "load_epic_csv", "parse_timestamp"]
 
