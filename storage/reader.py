@@ -1,23 +1,33 @@
-"""Backend-independent reader API, errors, dtype codecs, `open_store` and `check_provenance`.
+"""Backend-independent reader API and `open_store`.
 
 `ActivationReader` implements the public reader API (DESIGN.md §2) on top of a handful of
 backend primitives; `ZarrReader` and `HDF5Reader` only provide those primitives, so both backends
-validate arguments, decode dtypes and summarise identically.
+validate arguments, decode dtypes and summarise identically.  The errors (`errors.py`), dtype
+codecs (`codecs.py`) and format / provenance checks (`provenance.py`) are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from storage.codecs import STORE_DTYPES, decode_rows, encode_rows
+from storage.errors import (
+    NotAStoreError,
+    ProvenanceMismatch,
+    StoreError,
+    StoreNotWritable,
+    UnknownFeatureError,
+    UnknownLayerError,
+    UnknownVideoError,
+)
 from storage.keys import safe_key, unsafe_key
+from storage.provenance import FORMAT, FORMAT_VERSION, check_provenance, check_root_attrs
 
 __all__ = [
     "FORMAT",
@@ -38,121 +48,6 @@ __all__ = [
     "decode_rows",
     "open_store",
 ]
-
-FORMAT = "losa-activations"
-FORMAT_VERSION = 1
-#: store dtype name -> numpy dtype of the stored array (bfloat16 is kept as its raw uint16 bits)
-STORE_DTYPES: dict[str, np.dtype] = {
-    "float16": np.dtype("float16"),
-    "bfloat16": np.dtype("uint16"),
-    "float32": np.dtype("float32"),
-}
-_IGNORED_PROVENANCE_KEYS = frozenset({"package_version"})
-
-
-class StoreError(ValueError):
-    """Base class of user-facing activation-store errors."""
-
-
-class NotAStoreError(StoreError):
-    """The path exists but is not a LoSA activation store (or has an unsupported version)."""
-
-
-class UnknownVideoError(StoreError):
-    """A requested video is not (completely) in the store."""
-
-
-class UnknownLayerError(StoreError):
-    """A requested layer was not stored for a video."""
-
-
-class UnknownFeatureError(StoreError):
-    """A requested named feature (e.g. ``fc_norm``) was not stored for a video."""
-
-
-class ProvenanceMismatch(StoreError):
-    """A store was opened for writing with a provenance that differs from the recorded one."""
-
-
-class StoreNotWritable(StoreError):
-    """The store cannot be written: read-only file system or folder, disk full, permission."""
-
-
-def check_provenance(existing: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    """Raise ProvenanceMismatch naming every differing top-level key with both values.
-
-    Values are compared after a JSON round trip (so tuples equal lists); the key
-    ``package_version`` is ignored.
-    """
-    old = _jsonable(dict(existing), "existing provenance")
-    cur = _jsonable(dict(new), "new provenance")
-    missing = object()
-    diffs = []
-    for key in sorted(set(old) | set(cur)):
-        if key in _IGNORED_PROVENANCE_KEYS:
-            continue
-        a, b = old.get(key, missing), cur.get(key, missing)
-        if a != b:
-            fa = "<absent>" if a is missing else json.dumps(a, sort_keys=True)
-            fb = "<absent>" if b is missing else json.dumps(b, sort_keys=True)
-            diffs.append(f"{key}: store has {fa}, requested {fb}")
-    if diffs:
-        raise ProvenanceMismatch(
-            "store was written with a different provenance (use a new store path): " + "; ".join(diffs)
-        )
-
-
-def _jsonable(value: Any, what: str) -> Any:
-    """JSON round trip of `value`; ValueError naming `what` if it is not JSON-serialisable."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"{what} is not JSON-serialisable: {exc}") from exc
-
-
-def encode_rows(values: np.ndarray, dtype: str, what: str) -> np.ndarray:
-    """Convert float rows to the stored representation of store dtype `dtype`.
-
-    For "bfloat16" a float array is rounded to nearest-even; a uint16 array is taken as raw bfloat16
-    bits (e.g. ``t.bfloat16().view(torch.int16).numpy().view(np.uint16)``). For "float16", finite
-    values beyond the float16 range raise a StoreError naming `what` instead of silently becoming inf.
-    """
-    if dtype not in STORE_DTYPES:
-        raise StoreError(f"unknown store dtype {dtype!r}; expected one of {sorted(STORE_DTYPES)}")
-    arr = np.asarray(values)
-    if dtype == "bfloat16":
-        if arr.dtype == np.uint16:
-            return arr
-        if arr.dtype.kind != "f":
-            raise StoreError(f"{what}: expected float rows, got dtype {arr.dtype}")
-        f32 = np.ascontiguousarray(arr, dtype=np.float32)
-        bits = f32.view(np.uint32)
-        rounded = (bits + (((bits >> 16) & 1) + np.uint32(0x7FFF))) >> 16
-        out = rounded.astype(np.uint16)
-        nan = np.isnan(f32)
-        if nan.any():
-            out[nan] = 0x7FC0
-        return out
-    if arr.dtype.kind != "f":
-        raise StoreError(f"{what}: expected float rows, got dtype {arr.dtype}")
-    with np.errstate(over="ignore"):
-        out = arr.astype(STORE_DTYPES[dtype], copy=False)
-    if dtype == "float16" and arr.dtype != np.float16:
-        overflow = np.isinf(out) & np.isfinite(arr)
-        if overflow.any():
-            peak = float(np.abs(arr[np.isfinite(arr)]).max())
-            raise StoreError(
-                f"{what}: values up to {peak:.4g} overflow float16 (max 65504); "
-                "use store dtype 'bfloat16'"
-            )
-    return out
-
-
-def decode_rows(stored: np.ndarray, dtype: str) -> np.ndarray:
-    """Stored array → float32 (bfloat16 bits are widened exactly)."""
-    if dtype == "bfloat16":
-        return (np.asarray(stored, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return np.asarray(stored, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -376,18 +271,6 @@ class ActivationReader(ABC):
             raise UnknownVideoError(f"video {video_id!r} not in store {self.path}")
         return key
 
-
-def check_root_attrs(attrs: Mapping[str, Any], path: str | Path) -> None:
-    """NotAStoreError unless `attrs` are the root attrs of a supported LoSA activation store."""
-    if attrs.get("format") != FORMAT:
-        raise NotAStoreError(f"not a LoSA activation store (no format={FORMAT!r}): {path}")
-    version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
-        raise NotAStoreError(
-            f"unsupported store format_version {version!r} (this code reads {FORMAT_VERSION}): {path}"
-        )
-
-
 def open_store(path: str | Path) -> ActivationReader:
     """Open a store for reading: a Zarr directory or an HDF5 (.h5/.hdf5) file."""
     p = Path(path)
@@ -406,4 +289,3 @@ def open_store(path: str | Path) -> ActivationReader:
 
         return HDF5Reader(p)
     raise NotAStoreError(f"not a LoSA activation store (neither a Zarr directory nor HDF5): {p}")
-

@@ -1,6 +1,8 @@
-"""Video decoding for extraction: probe a file, then stream batches of uint8 clips.
+"""Video decoding for extraction: stream batches of uint8 clips of a probed file.
 
-Decoding uses decord (bundled FFmpeg); PyAV is used only when decord cannot be imported.
+Decoding uses decord (bundled FFmpeg); PyAV is used only when decord cannot be imported.  Probing
+(`probe_video`, `VideoError`, `VideoInfo`) lives in `probe.py` and the prefetch thread
+(`BackgroundIterator`) in `prefetch.py`; both are re-exported here.
 
 Geometry (`resize`):
 - "short-crop": scale so the short side equals `resolution` (aspect kept), then centre-crop to
@@ -25,29 +27,19 @@ keyframe); memory is bounded by about one batch, whatever the video length.
 
 from __future__ import annotations
 
-import math
 import os
-import queue
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from stages.errors import StageError
+from stages.extract.prefetch import BackgroundIterator
+from stages.extract.probe import VideoError, VideoInfo, _decord, backend_name, probe_video
 
 if TYPE_CHECKING:
     from losa.encoder.sampling import ClipSampling
-
-try:  # decord is the primary decoder; PyAV is the fallback only when decord is missing
-    import decord as _decord
-
-    _decord.bridge.set_bridge("native")
-    _decord.logging.set_level(_decord.logging.QUIET)  # FFmpeg chatter; failures raise anyway
-except ImportError:  # pragma: no cover - exercised only on installs without decord
-    _decord = None
 
 __all__ = [
     "RESIZE_MODES",
@@ -65,112 +57,6 @@ __all__ = [
 ]
 
 RESIZE_MODES = ("short-crop", "squash", "squash-bilinear")
-
-
-class VideoError(StageError):
-    """A file that cannot be used as a video (unreadable, empty, not a video, no frames)."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What `probe_video` learns about a file: frame count, frame rate and native size."""
-
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-
-    @property
-    def duration(self) -> float:
-        """Duration in seconds (num_frames / fps)."""
-        return self.num_frames / self.fps
-
-
-def backend_name() -> str:
-    """Name of the decoding backend in use ("decord" or "pyav")."""
-    return "decord" if _decord is not None else "pyav"
-
-
-def _check_file(path: Path) -> None:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:  # decord takes str paths only, and these cannot become C strings
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        raise VideoError(f"{shown}: file name is not valid UTF-8, the decoder cannot open it "
-                         "(rename the file)") from None
-    if not path.exists():
-        raise VideoError(f"{path}: no such file")
-    if not path.is_file():
-        raise VideoError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path}: empty file (0 bytes)")
-
-
-def _first_line(exc: BaseException) -> str:
-    """A short, single-line reason from a (often multi-line) decoder exception."""
-    text = " ".join(str(exc).split())
-    if "ERROR" in text:  # decord's C++ errors carry a long stack after the message
-        text = text.split("Stack trace", 1)[0]
-    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
-
-
-# --------------------------------------------------------------------------------------- probing
-def _mp4_diagnosis(path: Path) -> str | None:
-    """Why an MP4/MOV file (ISO boxes: ``ftyp`` first) cannot be opened, when its top-level boxes
-    tell: no ``moov`` box (the index) or a box cut short — typically an interrupted download or a
-    recording that was never finalised.  None for other files."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8 or head[4:8] != b"ftyp":
-            return None
-        pos, boxes = 0, []
-        while pos + 8 <= size:
-            fh.seek(pos)
-            hdr = fh.read(16)
-            length, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8]
-            if length == 1 and len(hdr) >= 16:  # 64-bit size
-                length = int.from_bytes(hdr[8:16], "big")
-            elif length == 0:  # box runs to the end of the file
-                length = size - pos
-            if length < 8:
-                break
-            boxes.append(kind)
-            if pos + length > size:
-                what = kind.decode("latin-1")
-                return (f"truncated MP4: the {what!r} box needs {pos + length - size} more bytes than "
-                        f"the file has{'' if b'moov' in boxes else ' and there is no moov atom'}; "
-                        "the file was cut short (interrupted download or recording): re-download or remux it")
-            pos += length
-    if b"moov" not in boxes:
-        return ("MP4 without a moov atom (the index of the frames): the file was cut short or never "
-                "finalised; re-download it or remux it (e.g. ffmpeg -i in.mp4 -c copy out.mp4)")
-    return None
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Frame count, fps and native size of `path`; raises `VideoError` naming the reason."""
-    path = Path(path)
-    _check_file(path)
-    if _decord is not None:
-        try:
-            vr = _decord.VideoReader(str(path), ctx=_decord.cpu(0), num_threads=1)
-            num_frames = len(vr)
-            fps = float(vr.get_avg_fps())
-            first = vr[0].shape if num_frames > 0 else None
-        except Exception as exc:  # decord raises DECORDError/RuntimeError for bad input
-            reason = _mp4_diagnosis(path) or _first_line(exc).replace(str(path), "file")
-            raise VideoError(f"{path}: cannot open as a video ({reason})") from None
-        if first is None:
-            raise VideoError(f"{path}: video stream has no frames")
-        height, width = int(first[0]), int(first[1])
-    else:  # pragma: no cover - PyAV fallback
-        num_frames, fps, width, height = _pyav_probe(path)
-    if num_frames <= 0:
-        raise VideoError(f"{path}: video stream has no frames")
-    if not math.isfinite(fps) or fps <= 0:
-        raise VideoError(f"{path}: invalid frame rate {fps!r}")
-    return VideoInfo(num_frames=int(num_frames), fps=fps, width=width, height=height)
 
 
 # -------------------------------------------------------------------------------------- geometry
@@ -284,26 +170,6 @@ class _PyAVSource:  # pragma: no cover - used only when decord is not importable
             pass
 
 
-def _pyav_probe(path: Path) -> tuple[int, float, int, int]:  # pragma: no cover
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            count = int(stream.frames or 0)
-            if count <= 0:  # no frame count in the header: count by decoding
-                count = sum(1 for _ in container.decode(stream))
-            return count, fps, int(stream.codec_context.width), int(stream.codec_context.height)
-    except VideoError:
-        raise
-    except Exception as exc:
-        reason = _first_line(exc).replace(f"'{path}'", "file")
-        raise VideoError(f"{path}: cannot open as a video ({reason})") from None
-
-
 def _open_source(path: Path, info: VideoInfo, resolution: int, resize: str, threads: int):
     width, height = scaled_size(info.width, info.height, resolution, resize)
     cls = _DecordSource if _decord is not None else _PyAVSource
@@ -387,65 +253,3 @@ def iter_frame_batches(
         if start + batch_clips < len(clip_frames):  # keep only frames later clips still read
             keep = cache_idx >= clip_frames[start + batch_clips, 0]
             cache_idx, cache = cache_idx[keep], cache[keep]
-
-
-class BackgroundIterator:
-    """Run an iterator in a daemon thread, `prefetch` items ahead; use as a context manager.
-
-    Exceptions raised by the iterator are re-raised in the consumer.  Leaving the `with` block
-    early (error, interrupt) stops the producer at its next item and joins the thread.
-    """
-
-    _END = object()
-
-    def __init__(self, iterator, prefetch: int = 2) -> None:
-        self._iterator = iter(iterator)
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="decode", daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for item in self._iterator:
-                if not self._put((True, item)):
-                    return
-            self._put((True, self._END))
-        except BaseException as exc:  # forwarded to the consumer
-            self._put((False, exc))
-
-    def __iter__(self):
-        while True:
-            ok, item = self._queue.get()
-            if not ok:
-                raise item
-            if item is self._END:
-                return
-            yield item
-
-    def close(self) -> None:
-        """Stop the producer and wait for it (idempotent)."""
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        close = getattr(self._iterator, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> BackgroundIterator:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
