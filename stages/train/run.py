@@ -4,7 +4,8 @@
 gradient clipping, a model EMA (its weights are the ones evaluated and exported), optional AMP and
 DDP (when launched by ``torchrun``). Randomness is reseeded from ``(seed, epoch, rank)`` at every
 epoch start and data windows depend only on ``(seed, epoch, index)``, so ``resume=True`` after an
-interruption ends with exactly the weights of an uninterrupted run.
+interruption ends with exactly the weights of an uninterrupted run (schedule and EMA:
+`stages.train.schedule`; process group, seeds and RNG state: `stages.train.distributed`).
 
 The run directory's files (``run.json``, ``checkpoint.pt`` every ``checkpoint_every`` epochs,
 ``metrics.csv`` and the DVCLive curves per epoch, ``model.pt`` = final EMA weights + configs) are
@@ -13,15 +14,11 @@ defined in `stages.rundir`; `stages.infer.predict` turns a run into ActivityNet-
 from __future__ import annotations
 
 import logging
-import math
-import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -33,9 +30,11 @@ from stages.infer.predict import model_config_from_store, predict_store
 from stages.data.holdout import holdout_of
 from stages.rundir import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, MODEL_FILE, RUN_FILE, read_run_info,
                            write_metrics_csv, write_model_file, write_run_info)
-from stages.runtime import amp_dtype, autocast_context, resolve_device
+from stages.runtime import amp_dtype, autocast_context
 from stages.train.live import CurveLog
 from stages.train.config import TrainConfig
+from stages.train.distributed import Dist, epoch_seed, rng_state, seed_everything, set_rng_state
+from stages.train.schedule import WarmupCosine, make_ema
 from storage import open_store
 from storage.atomic import atomic_write
 from stages.errors import StageError
@@ -62,102 +61,6 @@ class TrainResult:
     summary: dict[str, Any]
     model: TALModel
     ema: TALModel | None
-
-
-def make_ema(model: torch.nn.Module, decay: float) -> Any:
-    """timm's model EMA (`ModelEmaV3`, fixed decay): float parameters and buffers lerp towards the
-    model, other buffers are copied; ``.module`` holds the averaged model, ``.update(model)`` steps it."""
-    from timm.utils import ModelEmaV3
-
-    ema = ModelEmaV3(model, decay=float(decay))
-    ema.module.requires_grad_(False)
-    return ema
-
-
-class WarmupCosine:
-    """LR factor per iteration: linear warm-up to 1, then cosine (or constant) down to ``floor``.
-
-    Kept instead of timm's CosineLRScheduler: timm's warm-up starts at ``warmup_lr_init`` and reaches
-    the base lr one iteration later ((it+1)/W here), so it cannot reproduce this schedule exactly."""
-
-    def __init__(self, warmup: int, total: int, schedule: str = "cosine", floor: float = 0.0) -> None:
-        self.warmup, self.total, self.schedule, self.floor = int(warmup), int(total), schedule, float(floor)
-
-    def __call__(self, it: int) -> float:
-        if it < self.warmup:
-            return (it + 1) / self.warmup
-        if self.schedule == "constant" or self.total <= self.warmup:
-            return 1.0
-        progress = min(1.0, (it - self.warmup) / (self.total - self.warmup))
-        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class _Dist:
-    """Process-group context: set up from torchrun's environment when WORLD_SIZE > 1."""
-
-    def __init__(self, device: str) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        dev = resolve_device(device)
-        if self.world > 1 and dev.type == "cuda":
-            dev = torch.device("cuda", local)
-            torch.cuda.set_device(dev)
-        self.device = dev
-        self.owns_group = False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-            self.owns_group = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, values: list[float]) -> list[float]:
-        if self.world == 1:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.owns_group and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 def _checkpoint_path(reader: Any) -> str | None:
@@ -203,7 +106,7 @@ def train(
     default, `stages.data.checks`); ``duplicates``: "keep" / "drop" duplicate ground-truth segments.
     """
     tcfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
-    dist = _Dist(tcfg.device)
+    dist = Dist(tcfg.device)
     try:
         return _fit(store_path, annotations, Path(out_dir), dict(model_cfg or {}), tcfg, train_subset,
                     val_subset, resume, classes, allow_missing, progress, dist,
@@ -214,7 +117,7 @@ def train(
 
 def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg: TrainConfig,
          train_subset: str, val_subset: str | None, resume: bool, classes: Any, allow_missing: bool,
-         progress: bool, dist: _Dist, *, allow_partial_classes: bool = False,
+         progress: bool, dist: Dist, *, allow_partial_classes: bool = False,
          duplicates: str = "keep") -> TrainResult:
     ckpt_path = run_dir / CHECKPOINT_FILE
     ckpt = None
@@ -289,7 +192,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, iteration, history = int(ckpt["epoch"]), int(ckpt["iteration"]), list(ckpt["history"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         del ckpt
     info = {
         "store": str(Path(getattr(reader, "path", store_path)).resolve()),
@@ -321,7 +224,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
             "format": CHECKPOINT_FORMAT, "epoch": epoch, "iteration": iteration, "history": history,
             "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _rng_state(), "model_cfg": mcfg.to_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), "model_cfg": mcfg.to_dict(),
             "train_cfg": tcfg.to_dict(), "classes": list(ann.classes),
             "store_provenance": reader.provenance,
         }
@@ -333,7 +236,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         t_start = time.perf_counter()
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        torch.manual_seed(_epoch_seed(tcfg.seed, epoch, dist.rank))
+        torch.manual_seed(epoch_seed(tcfg.seed, epoch, dist.rank))
         model.train()
         sums = [0.0, 0.0, 0.0, 0.0]
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False,
