@@ -74,19 +74,26 @@ class ClassifierScores:
         return None
 
 
-def load_classifier_scores(path: str | Path, classes: Sequence[str] | None = None
-                           ) -> ClassifierScores:
-    """Read a classifier-scores file (module docstring). ``classes``: the class order to use when
-    the file has no class list (and to check score lists against)."""
-    path = Path(path)
+def _read_json_object(path: Path, what: str) -> Mapping[str, Any]:
+    """The JSON object in ``path``; FileNotFoundError naming ``what``, else a one-line
+    ClassifierScoresError when it is not valid JSON or not an object."""
     if not path.is_file():
-        raise FileNotFoundError(f"classifier scores file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ClassifierScoresError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, Mapping):
         raise ClassifierScoresError(f"{path}: top level is not an object")
+    return data
+
+
+def load_classifier_scores(path: str | Path, classes: Sequence[str] | None = None
+                           ) -> ClassifierScores:
+    """Read a classifier-scores file (module docstring). ``classes``: the class order to use when
+    the file has no class list (and to check score lists against)."""
+    path = Path(path)
+    data = _read_json_object(path, "classifier scores file")
     names = data.get("class", data.get("classes"))
     per_video = data.get("results", data if names is None else None)
     if not isinstance(per_video, Mapping) or not per_video:
@@ -185,15 +192,7 @@ def fuse_predictions(predictions: str | Path | Mapping[str, Any], scores_file: s
     if isinstance(predictions, Mapping):
         results = predictions
     else:
-        path = Path(predictions)
-        if not path.is_file():
-            raise FileNotFoundError(f"predictions file not found: {path}")
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ClassifierScoresError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(results, Mapping):
-            raise ClassifierScoresError(f"{path}: top level is not an object")
+        results = _read_json_object(Path(predictions), "predictions file")
     scores = load_classifier_scores(scores_file, classes)
     return fuse_results(results, scores, settings, known_classes=classes)
 
