@@ -32,7 +32,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class StoreDataset(Dataset):
+class _StoreFeatures(Dataset):
+    """What both datasets share: the checked layers / named features to read, and their source."""
+
+    def _select(self, reader: Any, layers: Sequence[int], features: Sequence[str]) -> None:
+        self.features = check_features(reader, features)
+        self.layers = check_layers(reader, layers) if (layers or not self.features) else []
+
+    def _open_source(self, reader: Any, video_ids: Sequence[str], cache: bool | str, resample_steps: int,
+                     mean_layers: Sequence[int], cache_max_mb: float) -> None:
+        self.mean_layers = [x for x in self.layers if x in {int(m) for m in mean_layers}]
+        self.cached = resolve_cache(cache, reader, video_ids, self.layers, self.mean_layers, cache_max_mb)
+        self._source = _FeatureSource(reader, self.layers, self.cached, resample_steps, self.mean_layers,
+                                      self.features)
+
+
+class StoreDataset(_StoreFeatures):
     """Annotated videos of one subset; items are (windows of) their stored features + targets."""
 
     def __init__(
@@ -54,8 +69,7 @@ class StoreDataset(Dataset):
         cache_max_mb: float = 2048.0,
         features: Sequence[str] = (),
     ) -> None:
-        self.features = check_features(reader, features)
-        self.layers = check_layers(reader, layers) if (layers or not self.features) else []
+        self._select(reader, layers, features)
         self.classes = [AGNOSTIC_CLASS] if class_agnostic else list(annotations.classes)
         records = build_records(reader, annotations, select_videos(annotations, subset), allow_missing,
                                 resample_steps)
@@ -76,11 +90,8 @@ class StoreDataset(Dataset):
         self.training = training
         self.seed = int(seed)
         self.epoch = 0
-        self.mean_layers = [x for x in self.layers if x in {int(m) for m in mean_layers}]
-        self.cached = resolve_cache(cache, reader, [r.video_id for r in records], self.layers,
-                                    self.mean_layers, cache_max_mb)
-        self._source = _FeatureSource(reader, self.layers, self.cached, resample_steps, self.mean_layers,
-                                      self.features)
+        self._open_source(reader, [r.video_id for r in records], cache, resample_steps, mean_layers,
+                          cache_max_mb)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random windows of this epoch (call before iterating a DataLoader)."""
@@ -112,14 +123,13 @@ class StoreDataset(Dataset):
         }
 
 
-class InferenceDataset(Dataset):
+class InferenceDataset(_StoreFeatures):
     """Whole videos (no annotations needed), for prediction."""
 
     def __init__(self, reader: Any, video_ids: Sequence[str], layers: Sequence[int], cache: bool | str = False,
                  resample_steps: int = 0, mean_layers: Sequence[int] = (), cache_max_mb: float = 2048.0,
                  features: Sequence[str] = ()) -> None:
-        self.features = check_features(reader, features)
-        self.layers = check_layers(reader, layers) if (layers or not self.features) else []
+        self._select(reader, layers, features)
         stored = set(reader.videos())
         missing = [v for v in video_ids if v not in stored]
         if missing:
@@ -130,10 +140,7 @@ class InferenceDataset(Dataset):
         ]
         if resample_steps:
             self.geometries = [resampled_geometry(g, resample_steps) for g in self.geometries]
-        self.mean_layers = [x for x in self.layers if x in {int(m) for m in mean_layers}]
-        self.cached = resolve_cache(cache, reader, self.video_ids, self.layers, self.mean_layers, cache_max_mb)
-        self._source = _FeatureSource(reader, self.layers, self.cached, resample_steps, self.mean_layers,
-                                      self.features)
+        self._open_source(reader, self.video_ids, cache, resample_steps, mean_layers, cache_max_mb)
 
     def __len__(self) -> int:
         return len(self.video_ids)
