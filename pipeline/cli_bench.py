@@ -3,6 +3,7 @@
     losa-bench extract [VIDEO_DIR] --preset vit-g --resolution 224 [--videos N --seconds S]
                        [--peak-tflops 790] [--out report.json|report.md]
     losa-bench train [--preset vit-g --steps 2304 --backbone vit-s] [--out report.md]
+    losa-bench train --epochs 3 [--actionformer CHECKOUT] --preset vit-s --steps 384 --videos 16 --window 256
     losa-bench gpu [--tiny] [--peak-tflops 790] [--compile] [--out gpu.json]
 """
 
@@ -99,6 +100,15 @@ class BenchTrain:
     resolution: int = knob(224, "Input size of the on-the-fly backbone.", ge=1)
     device: str = knob("auto", "auto, cpu, cuda, cuda:N.")
     out: Path | None = knob(None, "Also write the report (.json or .md).")
+    epochs: int = knob(0, "Instead of single steps, time whole training epochs (this many per run, the first "
+                          "dropped) of --modes head-only/losa with losa-train's loop, on CPU (0: step benchmark).",
+                       ge=0)
+    actionformer: Path | None = knob(None, "With --epochs: checkout of happyharrycn/actionformer_release (outside "
+                                           "this repository) whose own trainer is timed on the same features.")
+    window: int | None = knob(None, "With --epochs: training window (max_seq_len; default min(--steps, 2304)).", ge=1)
+    rounds: int = knob(2, "With --epochs: interleaved rounds (order reversed every other round).", ge=1)
+    head: Literal["demo", "thumos"] = knob("demo", "With --epochs: head sizes of both sides (demo: 128 wide, 5 "
+                                                   "levels; thumos: ActionFormer's THUMOS14 sizes).")
 
 
 @settings(what="losa-bench nms", error=StageError)
@@ -162,8 +172,10 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
 @main.command("train")
 @bench_options(BenchTrain)
 def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: int, modes: str,
-          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None) -> None:
-    """Training-step time and peak memory from the store (head-only, side, LoSA) vs a backbone in the loop."""
+          backbone: str, onfly_clips: int | None, resolution: int, device: str, out: Path | None,
+          epochs: int, actionformer: Path | None, window: int | None, rounds: int, head: str) -> None:
+    """Training-step time and peak memory from the store (head-only, side, LoSA) vs a backbone in the loop;
+    with --epochs, training-epoch time of head-only / LoSA vs ActionFormer's trainer (--actionformer)."""
     import json
 
     from stages.tools.bench_train import bench_train
@@ -171,10 +183,28 @@ def train(preset: str, num_steps: int, num_videos: int, batch_size: int, iters: 
     try:
         if out is not None and out.suffix.lower() not in (".json", ".md", ".markdown"):
             raise StageError(f"--out {out}: use a .json or .md file name")
-        result = bench_train(preset=preset, num_steps=num_steps, num_videos=num_videos, batch_size=batch_size,
-                             iters=iters, modes=[m.strip() for m in modes.split(",") if m.strip()],
-                             backbone=None if backbone == "none" else backbone, onfly_clips=onfly_clips,
-                             resolution=resolution, device=device, progress=lambda m: click.echo(m, err=True))
+        if actionformer is not None and not epochs:
+            raise StageError("--actionformer needs --epochs N (N >= 2)")
+        if epochs:
+            from losa.encoder.backbone import get_preset
+            from stages.extract.config import default_layers
+            from stages.tools.bench_epoch import HEADS, bench_epoch
+
+            if device not in ("auto", "cpu"):
+                raise StageError(f"--device {device}: the epoch benchmark runs on CPU")
+            bb = get_preset(preset)
+            picked = [m.strip() for m in modes.split(",") if m.strip() in ("head-only", "losa")]
+            result = bench_epoch(actionformer, num_videos=num_videos, num_steps=num_steps,
+                                 max_seq_len=window or min(num_steps, 2304), channels=bb.embed_dim,
+                                 taps=default_layers(bb.depth), last=bb.depth, batch_size=batch_size,
+                                 epochs=epochs, rounds=rounds, modes=picked, head=HEADS[head], threads=None,
+                                 progress=lambda m: click.echo(m, err=True))
+        else:
+            result = bench_train(preset=preset, num_steps=num_steps, num_videos=num_videos,
+                                 batch_size=batch_size, iters=iters,
+                                 modes=[m.strip() for m in modes.split(",") if m.strip()],
+                                 backbone=None if backbone == "none" else backbone, onfly_clips=onfly_clips,
+                                 resolution=resolution, device=device, progress=lambda m: click.echo(m, err=True))
     except Exception as exc:
         if not is_user_error(exc):
             raise  # a bug: keep the traceback
