@@ -75,3 +75,30 @@ def test_videos_together_equal_each_alone(multiclass: bool, monkeypatch) -> None
             if dense == 0:      # the shared greedy loop: the same float32 operations
                 assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
             torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,min_score", [("gaussian", 1e-3), ("linear", 1e-3), ("hard", 0.0)])
+@pytest.mark.parametrize("multiclass", [True, False])
+def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, multiclass: bool,
+                                              monkeypatch) -> None:
+    """The batched greedy loop (dense videos): pooled candidates, their admission with the decays so
+    far, compaction and tied scores give exactly the reference loop's picks and float32 scores."""
+    import losa.post.softnms as softnms
+
+    admitted = []
+    admit = softnms._admit
+    monkeypatch.setattr(softnms, "_admit", lambda *a, **k: admitted.append(1) or admit(*a, **k))
+    monkeypatch.setattr(softnms, "POOL", 1)                 # small pools: admission happens
+    items = []
+    for seed, n in enumerate((300, 120, 260)):
+        segs, scores, labels = _candidates(n, seed + 20, classes=3, span=60.0)
+        scores[::7] = scores[0]                             # ties (broken to the lower index)
+        groups = labels.long() if multiclass else torch.zeros(n, dtype=torch.long)
+        items.append((segs, scores, groups))
+    kw = dict(method=method, iou_threshold=0.3, sigma=0.5, min_score=min_score)
+    for max_num in (40, 0):
+        got = softnms._greedy_side_by_side(items, max_num=max_num, **kw)
+        for (gi, gs), (segs, scores, groups) in zip(got, items):
+            wi, ws = soft_nms_greedy(segs, scores, groups, max_num=max_num, **kw)
+            assert torch.equal(gi, wi) and torch.equal(gs, ws)
+    assert admitted                                         # the admission path ran
