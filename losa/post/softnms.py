@@ -243,8 +243,10 @@ def _greedy_side_by_side(items: list[tuple[Tensor, Tensor, Tensor]], *, method: 
     picks, vals, history = [], [], []
     for step in range(steps):
         if step % COMPACT_EVERY == 0 and step:
-            live = work > neg_inf
-            if int(live.sum(dim=1).max()) <= (3 * work.shape[1]) // 4:
+            width = int((work > neg_inf).sum(dim=1).max())
+            if width == 0 and not pooled:
+                break                                   # every row exhausted
+            if width <= (3 * work.shape[1]) // 4:
                 work, feats = _pack(work, feats)
         val, i = work.max(dim=1)
         if pooled and bool((val < tau).any()):        # admit the rest of those rows, decayed
@@ -253,20 +255,18 @@ def _greedy_side_by_side(items: list[tuple[Tensor, Tensor, Tensor]], *, method: 
             work, feats = _pack(work, full)
             pooled = bool((tau > neg_inf).any())
             val, i = work.max(dim=1)
-        if bool((val == neg_inf).all()):
-            break
         pick = feats.gather(2, i.view(v, 1, 1).expand(v, chans, 1))
         vals.append(val)
         picks.append(pick[:, 3, 0])
         if pooled:
             history.append(pick)
         starts, ends, lens = feats[:, 0], feats[:, 1], feats[:, 2]
-        inter = (torch.minimum(ends, pick[:, 1]) - torch.maximum(starts, pick[:, 0])).clamp(min=0)
-        iou = inter / (lens + pick[:, 2] - inter).clamp(min=1e-8)
+        inter = torch.minimum(ends, pick[:, 1]).sub_(torch.maximum(starts, pick[:, 0])).clamp_(min=0)
+        iou = inter / (lens + pick[:, 2]).sub_(inter).clamp_(min=1e-8)
         if not one_group:
             iou = iou * (feats[:, 4] == pick[:, 4]).float()
         weight = pair_weights(iou, method, iou_threshold, sigma)
-        work = work * weight
+        work = work.mul_(weight)
         work.scatter_(1, i[:, None], neg_inf.expand(v, 1))
         keep = work >= min_score
         if min_score <= 0:

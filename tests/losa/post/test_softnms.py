@@ -102,3 +102,20 @@ def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, mul
             wi, ws = soft_nms_greedy(segs, scores, groups, max_num=max_num, **kw)
             assert torch.equal(gi, wi) and torch.equal(gs, ws)
     assert admitted                                         # the admission path ran
+
+
+def test_batched_greedy_loop_admits_when_the_pool_runs_out(monkeypatch) -> None:
+    """The pool (top 40 of 100) is used up by exactly 16 picks — the step of a compaction — while
+    60 lower candidates remain outside it: they are admitted, not dropped."""
+    import losa.post.softnms as softnms
+
+    monkeypatch.setattr(softnms, "POOL", 1)
+    top = torch.arange(40) % 16                             # 16 clusters of identical segments
+    starts = torch.cat([10.0 * top, 1000.0 + 10.0 * torch.arange(60)])
+    segs = torch.stack([starts, starts + 1.0], 1)
+    scores = torch.cat([0.9 - 0.001 * torch.arange(40), 0.5 - 0.001 * torch.arange(60)])
+    groups = torch.zeros(100, dtype=torch.long)
+    kw = dict(method="hard", iou_threshold=0.5, sigma=0.5, min_score=1e-3, max_num=40)
+    (gi, gs), = softnms._greedy_side_by_side([(segs, scores, groups)], **kw)
+    wi, ws = soft_nms_greedy(segs, scores, groups, **kw)
+    assert wi.numel() == 40 and torch.equal(gi, wi) and torch.equal(gs, ws)
