@@ -20,6 +20,8 @@ The greedy result is the rounds' selections sorted by (score descending, selecti
 soon as ``max_num`` selections score above it.  Where the conflict graph is dense (more than
 ``DENSE_PAIRS`` pairs per candidate) or a round stalls, the greedy loop takes over (from the current
 state, which is exact: selections so far were greedy picks, and non-conflicting picks commute).
+Dense items run the batched greedy loop (:func:`_greedy_side_by_side`): the same float32 operations
+per pick, several items per Python iteration, on a shrinking pool of candidates.
 """
 
 from __future__ import annotations
