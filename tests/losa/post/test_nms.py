@@ -138,6 +138,20 @@ def test_segment_voting():
     assert s[0].tolist() == [0.0, 10.0]  # ActionFormer: no voting with multiclass NMS
 
 
+def test_segment_voting_in_chunks_equals_one_pass(monkeypatch):
+    import losa.post.nms as nms
+
+    g = torch.Generator().manual_seed(3)
+    start = torch.rand(300, generator=g) * 100
+    segs = torch.stack([start, start + 1 + torch.rand(300, generator=g) * 20], 1)
+    scores = torch.rand(300, generator=g)
+    kept = segs[:150]
+    chunked = seg_voting(kept, segs, scores, 0.5)                 # 64 + 64 + 22 rows
+    monkeypatch.setattr(nms, "VOTE_ROWS", 10**6)
+    one = seg_voting(kept, segs, scores, 0.5)
+    assert chunked.shape == (150, 2) and torch.equal(chunked, one) and not torch.equal(one, kept)
+
+
 # --------------------------------------------------------------------------- decoding
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
