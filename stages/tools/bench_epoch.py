@@ -21,16 +21,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
 from stages.demo.synthetic_store import make_synthetic_store
 from stages.errors import StageError
 
-__all__ = ["bench_epoch", "to_markdown", "HEADS", "DEFAULT_HEAD"]
+__all__ = ["DEFAULT_HEAD", "HEADS", "bench_epoch", "to_markdown"]
 
 #: head sizes given to both sides: the demo's, and ActionFormer's THUMOS14 recipe
 HEADS: dict[str, dict[str, Any]] = {
@@ -53,14 +53,19 @@ def _import_actionformer(path: str | Path) -> dict[str, Any]:
         from libs.core.config import _update_config, load_default_config
         from libs.datasets.data_utils import trivial_batch_collator, truncate_feats
         from libs.modeling import make_meta_arch
-        from libs.utils.train_utils import ModelEma, make_optimizer, make_scheduler, train_one_epoch
+        from libs.utils.train_utils import (
+            ModelEma,
+            make_optimizer,
+            make_scheduler,
+            train_one_epoch,
+        )
     except ImportError as exc:
         raise StageError(f"--actionformer {path}: cannot import its training code ({exc}); build "
                          f"libs/utils (python setup.py build_ext --inplace) in that checkout") from None
-    return dict(_update_config=_update_config, load_default_config=load_default_config,
-                trivial_batch_collator=trivial_batch_collator, truncate_feats=truncate_feats,
-                make_meta_arch=make_meta_arch, ModelEma=ModelEma, make_optimizer=make_optimizer,
-                make_scheduler=make_scheduler, train_one_epoch=train_one_epoch)
+    return {"_update_config": _update_config, "load_default_config": load_default_config,
+            "trivial_batch_collator": trivial_batch_collator, "truncate_feats": truncate_feats,
+            "make_meta_arch": make_meta_arch, "ModelEma": ModelEma, "make_optimizer": make_optimizer,
+            "make_scheduler": make_scheduler, "train_one_epoch": train_one_epoch}
 
 
 class _AFDataset(torch.utils.data.Dataset):
@@ -200,13 +205,10 @@ def bench_epoch(actionformer: str | Path | None = None, *, num_videos: int = 16,
         "threads": torch.get_num_threads(), "videos": num_videos, "steps": num_steps, "max_seq_len": max_seq_len,
         "channels": channels, "taps": layers, "classes": classes, "batch_size": batch_size, "epochs": epochs,
         "rounds": rounds, "head": head, "epoch_s": med, "epoch_s_all": times, "ratios": ratios,
-        "targets": {k: v for k, v in (("head_only_le_0.6x_actionformer",
-                                       ratios.get("head_only_over_actionformer", None)),
-                                      ("losa_le_2x_head_only", ratios.get("losa_over_head_only", None)))
-                    if v is not None},
     }
-    lim = {"head_only_le_0.6x_actionformer": 0.6, "losa_le_2x_head_only": 2.0}
-    res["targets"] = {k: bool(v <= lim[k]) for k, v in res["targets"].items()}
+    limits = {"head_only_le_0.6x_actionformer": ("head_only_over_actionformer", 0.6),
+              "losa_le_2x_head_only": ("losa_over_head_only", 2.0)}
+    res["targets"] = {k: bool(ratios[r] <= lim) for k, (r, lim) in limits.items() if r in ratios}
     res["markdown"] = to_markdown(res)
     return res
 
@@ -217,9 +219,9 @@ def to_markdown(res: Mapping[str, Any]) -> str:
     lines = [
         f"## Training epoch: this project vs ActionFormer ({res['threads']} threads, CPU)",
         "",
-        f"{res['videos']} videos x {res['steps']} steps, C={res['channels']}, window {res['max_seq_len']}, "
-        f"batch {res['batch_size']}, head {h['embd_dim']} wide, {h['n_levels']} levels, window {h['window']}; "
-        f"median of {res['rounds']} interleaved rounds x {res['epochs'] - 1} epochs (first epoch dropped)",
+        (f"{res['videos']} videos x {res['steps']} steps, C={res['channels']}, window {res['max_seq_len']}, "
+         f"batch {res['batch_size']}, head {h['embd_dim']} wide, {h['n_levels']} levels, window {h['window']}; "
+         f"median of {res['rounds']} interleaved rounds x {res['epochs'] - 1} epochs (first epoch dropped)"),
         "",
         "| trainer | epoch s | epochs timed |",
         "|---|---:|---:|",

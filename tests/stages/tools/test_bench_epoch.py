@@ -14,8 +14,8 @@ from stages.tools.bench_epoch import HEADS, bench_epoch
 
 #: an ActionFormer checkout with libs/utils built (outside this repository); its half is skipped without it
 ACTIONFORMER = os.environ.get("LOSA_ACTIONFORMER")
-TINY = dict(num_videos=2, num_steps=48, max_seq_len=32, channels=16, taps=(1,), last=2, classes=2,
-            batch_size=1, epochs=2, rounds=2)
+TINY = {"num_videos": 2, "num_steps": 48, "max_seq_len": 32, "channels": 16, "taps": (1,), "last": 2,
+        "classes": 2, "batch_size": 1, "epochs": 2, "rounds": 2}
 
 
 def test_epochs_of_both_modes_interleaved(one_torch_thread, tmp_path):
