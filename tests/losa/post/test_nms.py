@@ -139,7 +139,7 @@ def test_segment_voting():
 
 
 def test_segment_voting_in_chunks_equals_one_pass(monkeypatch):
-    import losa.post.nms as nms
+    from losa.post import nms
 
     g = torch.Generator().manual_seed(3)
     start = torch.rand(300, generator=g) * 100

@@ -83,7 +83,7 @@ def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, mul
                                               monkeypatch) -> None:
     """The batched greedy loop (dense videos): pooled candidates, their admission with the decays so
     far, compaction and tied scores give exactly the reference loop's picks and float32 scores."""
-    import losa.post.softnms as softnms
+    from losa.post import softnms
 
     admitted = []
     admit = softnms._admit
@@ -95,7 +95,7 @@ def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, mul
         scores[::7] = scores[0]                             # ties (broken to the lower index)
         groups = labels.long() if multiclass else torch.zeros(n, dtype=torch.long)
         items.append((segs, scores, groups))
-    kw = dict(method=method, iou_threshold=0.3, sigma=0.5, min_score=min_score)
+    kw = {"method": method, "iou_threshold": 0.3, "sigma": 0.5, "min_score": min_score}
     for max_num in (40, 0):
         got = softnms._greedy_side_by_side(items, max_num=max_num, **kw)
         for (gi, gs), (segs, scores, groups) in zip(got, items):
@@ -107,7 +107,7 @@ def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, mul
 def test_batched_greedy_loop_admits_when_the_pool_runs_out(monkeypatch) -> None:
     """The pool (top 40 of 100) is used up by exactly 16 picks — the step of a compaction — while
     60 lower candidates remain outside it: they are admitted, not dropped."""
-    import losa.post.softnms as softnms
+    from losa.post import softnms
 
     monkeypatch.setattr(softnms, "POOL", 1)
     top = torch.arange(40) % 16                             # 16 clusters of identical segments
@@ -115,7 +115,7 @@ def test_batched_greedy_loop_admits_when_the_pool_runs_out(monkeypatch) -> None:
     segs = torch.stack([starts, starts + 1.0], 1)
     scores = torch.cat([0.9 - 0.001 * torch.arange(40), 0.5 - 0.001 * torch.arange(60)])
     groups = torch.zeros(100, dtype=torch.long)
-    kw = dict(method="hard", iou_threshold=0.5, sigma=0.5, min_score=1e-3, max_num=40)
+    kw = {"method": "hard", "iou_threshold": 0.5, "sigma": 0.5, "min_score": 1e-3, "max_num": 40}
     (gi, gs), = softnms._greedy_side_by_side([(segs, scores, groups)], **kw)
     wi, ws = soft_nms_greedy(segs, scores, groups, **kw)
     assert wi.numel() == 40 and torch.equal(gi, wi) and torch.equal(gs, ws)
