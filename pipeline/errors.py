@@ -31,7 +31,7 @@ import click
 from losa.errors import LosaError
 from pipeline.config import ParamsError
 from stages.errors import StageError
-from storage import StoreError, StoreNotWritable
+from storage.errors import StoreError, StoreNotWritable
 
 F = TypeVar("F", bound=Callable)
 

@@ -7,27 +7,39 @@ Write with ``ZarrActivationStore.create_or_open(path, provenance)`` + ``claim``/
 
 from __future__ import annotations
 
-from storage.export import export_npy
-from storage.hdf5_store import HDF5Reader, convert_store
-from storage.keys import layer_name, parse_layer_name, safe_key, unsafe_key
-from storage.reader import (
-    FORMAT,
-    FORMAT_VERSION,
-    STORE_DTYPES,
-    ActivationReader,
-    NotAStoreError,
-    ProvenanceMismatch,
-    StoreError,
-    StoreNotWritable,
-    UnknownFeatureError,
-    UnknownLayerError,
-    UnknownVideoError,
-    check_provenance,
-    decode_rows,
-    encode_rows,
-    open_store,
-)
-from storage.zarr_store import VideoWriter, ZarrActivationStore, ZarrReader, write_video
+import importlib
+
+# Names are imported on first use (PEP 562), so that importing one light module of the package
+# (e.g. ``storage.errors`` for the CLIs' error handling, or ``--help``) does not load zarr and h5py.
+_HOME = {
+    "export_npy": "storage.export",
+    "HDF5Reader": "storage.hdf5_store", "convert_store": "storage.hdf5_store",
+    "layer_name": "storage.keys", "parse_layer_name": "storage.keys", "safe_key": "storage.keys",
+    "unsafe_key": "storage.keys",
+    "FORMAT": "storage.provenance", "FORMAT_VERSION": "storage.provenance",
+    "check_provenance": "storage.provenance",
+    "STORE_DTYPES": "storage.codecs", "decode_rows": "storage.codecs", "encode_rows": "storage.codecs",
+    "ActivationReader": "storage.reader", "open_store": "storage.reader",
+    "NotAStoreError": "storage.errors", "ProvenanceMismatch": "storage.errors", "StoreError": "storage.errors",
+    "StoreNotWritable": "storage.errors", "UnknownFeatureError": "storage.errors",
+    "UnknownLayerError": "storage.errors", "UnknownVideoError": "storage.errors",
+    "VideoWriter": "storage.zarr_writer", "write_video": "storage.zarr_writer",
+    "ZarrActivationStore": "storage.zarr_store", "ZarrReader": "storage.zarr_reader",
+}
+
+
+def __getattr__(name: str):
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "FORMAT",
