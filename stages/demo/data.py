@@ -31,6 +31,7 @@ import numpy as np
 
 from stages.demo.videogen import SHAPES, draw_shape, drift_crop, random_colour, smooth_texture, write_mp4
 from stages.demo.config import DemoSettings
+from stages.demo.motion import ActionInstance, object_state
 from stages.errors import StageError
 from storage.atomic import atomic_write
 
@@ -52,29 +53,6 @@ FORMAT_VERSION = "losa-demo-1"
 MIN_ACTION_S, MAX_ACTION_S, MIN_GAP_S, MAX_IDLE_S = 2.0, 8.0, 1.0, 1.5
 MIN_ACTIONS, MAX_ACTIONS = 2, 5
 _ID_RE = re.compile(r"^demo_\d{3,}\.mp4$")
-
-
-@dataclass(frozen=True)
-class ActionInstance:
-    """One action: frames ``[start, end)``; the object is on screen during ``[show, hide)``."""
-
-    label: str
-    start: int
-    end: int
-    show: int
-    hide: int
-    shape: str
-    colour: tuple[float, float, float]
-    radius: float
-    x_from: float
-    x_to: float
-    y: float
-    angle0: float
-    ramp_in: float  # fraction of the action spent easing in (0 = abrupt start)
-    ramp_out: float  # fraction spent easing out (0 = abrupt end)
-    freq: float = 0.0  # Hz (pulse, flash)
-    amp: float = 0.0  # relative size swing (pulse) or brightness swing (flash)
-    spin: float = 0.0  # rad/s at full speed (spin)
 
 
 @dataclass(frozen=True)
@@ -129,64 +107,6 @@ class DemoSummary:
             f"wrote {self.num_videos} videos ({subsets}) to {self.out_dir}: actions {per_class}; "
             f"{self.total_duration / 60:.1f} min of video in {self.seconds:.1f} s"
         )
-
-
-# ----------------------------------------------------------------------------------- motion model
-
-
-def _smoothstep(x: float) -> float:
-    x = min(max(x, 0.0), 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
-def _smooth_integral(x: float) -> float:
-    """Integral of smoothstep from 0 to x (x in [0, 1]); equals 0.5 at x = 1."""
-    x = min(max(x, 0.0), 1.0)
-    return x**3 - 0.5 * x**4
-
-
-def _envelope(p: float, ramp_in: float, ramp_out: float) -> float:
-    """Action intensity at progress p in [0, 1]: eased ramps at both ends, 1 in between."""
-    e = 1.0
-    if ramp_in > 0:
-        e = min(e, _smoothstep(p / ramp_in))
-    if ramp_out > 0:
-        e = min(e, _smoothstep((1.0 - p) / ramp_out))
-    return e
-
-
-def _envelope_integral(p: float, ramp_in: float, ramp_out: float) -> float:
-    """Integral of `_envelope` over [0, p] (closed form; ramps never overlap)."""
-    p = min(max(p, 0.0), 1.0)
-    total = ramp_in * _smooth_integral(p / ramp_in) if ramp_in > 0 else 0.0
-    total += max(0.0, min(p, 1.0 - ramp_out) - ramp_in)
-    if ramp_out > 0 and p > 1.0 - ramp_out:
-        total += ramp_out * (0.5 - _smooth_integral((1.0 - p) / ramp_out))
-    return total
-
-
-def object_state(inst: ActionInstance, frame: int, fps: float) -> tuple[float, float, float, float, float]:
-    """(cx, cy, radius, angle, flash) of the acting object at `frame`.
-
-    Before the action the object rests in its initial state, after it in its final state.
-    """
-    n = inst.end - inst.start
-    p = min(max((frame - inst.start + 0.5) / n, 0.0), 1.0)
-    env = _envelope(p, inst.ramp_in, inst.ramp_out)
-    tau = p * n / fps  # seconds since the action started
-    cx, radius, angle, flash = inst.x_from, inst.radius, inst.angle0, 0.0
-    if inst.label in ("move_left", "move_right"):
-        total = _envelope_integral(1.0, inst.ramp_in, inst.ramp_out)
-        cx = inst.x_from + (inst.x_to - inst.x_from) * _envelope_integral(p, inst.ramp_in, inst.ramp_out) / total
-    elif inst.label == "pulse":
-        radius = inst.radius * (1.0 + inst.amp * env * math.sin(2 * math.pi * inst.freq * tau))
-    elif inst.label == "flash":
-        flash = inst.amp * env * math.sin(2 * math.pi * inst.freq * tau)
-    elif inst.label == "spin":
-        angle = inst.angle0 + inst.spin * (n / fps) * _envelope_integral(p, inst.ramp_in, inst.ramp_out)
-    else:
-        raise StageError(f"unknown demo action class {inst.label!r}")
-    return cx, inst.y, radius, angle, flash
 
 
 # ----------------------------------------------------------------------------------- planning
