@@ -83,7 +83,7 @@ def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, mul
                                               monkeypatch) -> None:
     """The batched greedy loop (dense videos): pooled candidates, their admission with the decays so
     far, compaction and tied scores give exactly the reference loop's picks and float32 scores."""
-    from losa.post import softnms
+    from losa.post import softnms_greedy as softnms
 
     admitted = []
     admit = softnms._admit
@@ -107,7 +107,7 @@ def test_batched_greedy_loop_is_bit_identical(method: str, min_score: float, mul
 def test_batched_greedy_loop_admits_when_the_pool_runs_out(monkeypatch) -> None:
     """The pool (top 40 of 100) is used up by exactly 16 picks — the step of a compaction — while
     60 lower candidates remain outside it: they are admitted, not dropped."""
-    from losa.post import softnms
+    from losa.post import softnms_greedy as softnms
 
     monkeypatch.setattr(softnms, "POOL", 1)
     top = torch.arange(40) % 16                             # 16 clusters of identical segments
