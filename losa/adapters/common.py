@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "check_tokens",
     "sinusoidal_positions",
     "guard_empty_rows",
+    "norm_linear",
     "MLP",
 ]
 
@@ -50,6 +52,23 @@ def sinusoidal_positions(length: int, dim: int, *, device=None, dtype=None) -> T
     ang = pos * freq[None]
     table = torch.stack([ang.sin(), ang.cos()], dim=-1).reshape(length, 2 * half)[:, :dim]
     return table.to(dtype or torch.float32)
+
+
+def norm_linear(x: Tensor, norm: nn.LayerNorm, *linears: nn.Linear) -> Tensor:
+    """``cat([lin(norm(x)) for lin in linears], -1)`` with the norm's affine folded into the
+    projections: ``W (g * xhat + b_n) + b = (W g) xhat + (W b_n + b)``, ``xhat`` the plain normalised
+    ``x``.  The same function of the same parameters (fp32 rounding aside), but one projection for
+    several linears, no affine pass, and when ``x`` needs no gradient (frozen cached features) no
+    ``[tokens, C]`` gradient matmul and no LayerNorm backward at all: ``xhat`` is then a constant."""
+    xhat = F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+    weights, biases = [], []
+    for lin in linears:
+        w, b = lin.weight, lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
+        if norm.bias is not None:
+            b = b + w @ norm.bias
+        weights.append(w * norm.weight if norm.weight is not None else w)
+        biases.append(b)
+    return F.linear(xhat, torch.cat(weights), torch.cat(biases))
 
 
 def guard_empty_rows(allowed: Tensor) -> Tensor:

@@ -74,7 +74,9 @@ class LongRangeAdapter(nn.Module):
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """``tokens [B, T, cells, C]``, ``mask [B, T]`` -> ``[B, T, d]``."""
         check_tokens(tokens, mask, self.channels)
-        x = tokens.masked_fill(~mask[:, :, None, None], 0.0).mean(dim=2)
+        # the mean over cells, then padded steps zeroed: the same values as zeroing the cells first
+        # (a padded step's mean is replaced whatever it was), without a pass over every cell
+        x = tokens.mean(dim=2).masked_fill(~mask[..., None], 0.0)
         idx = torch.arange(mask.shape[1], device=mask.device)
         extent = torch.where(mask, idx + 1, 0).amax(dim=1)        # last valid step + 1, per video
         if self.context is None or int(extent.max()) <= self.context:
