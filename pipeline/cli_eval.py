@@ -27,7 +27,7 @@ from pipeline.knobs import Group, collect, knob_options
 from stages.data.annotations import load_annotations, thumos_exclusions
 from stages.evaluate.run import evaluate_files, format_table, write_metrics
 from stages.errors import StageError
-from stages.evaluate.config import EvalSettings
+from stages.evaluate.config import EvalSettings, parse_pairs
 from stages.infer.fusion import FusionSettings
 from stages.threads import ThreadSettings, apply_threads
 
@@ -40,7 +40,7 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
              exclude_policy: str = "none", classes: str | Path | None = None,
              fmt: str = "auto", out: str | Path | None = None, strict: bool = False,
              exclude_videos: Sequence[str] = (), allow_partial_classes: bool = False,
-             duplicates: str = "keep") -> dict:
+             duplicates: str = "keep", pairs: str = "") -> dict:
     """Load annotations, evaluate ``predictions`` (results file or dict), optionally write the
     metrics JSON to ``out``; returns the metrics dict. Shared by every CLI that evaluates.
     ``exclude_videos``: further videos left out of both sides (e.g. all but a held-out part);
@@ -50,7 +50,7 @@ def run_eval(predictions: str | Path | Mapping, annotations: str | Path, *,
     metrics = evaluate_files(predictions, ann, subset, tious if tious is not None
                              else resolve_tious(),
                              exclude=set(thumos_exclusions(exclude_policy)) | set(exclude_videos),
-                             strict=strict)
+                             strict=strict, pairs=parse_pairs(pairs))
     if out is not None:
         write_metrics(metrics, out)
     return metrics
@@ -142,7 +142,8 @@ def main(params_file: Path | None, **cli) -> None:
         metrics = run_eval(predictions, annotations, subset=subset, tious=thresholds,
                            exclude_policy=exclude_policy, classes=classes, fmt=fmt, out=out,
                            strict=ev.strict, exclude_videos=keep_out,
-                           allow_partial_classes=ev.allow_partial_classes, duplicates=ev.duplicates)
+                           allow_partial_classes=ev.allow_partial_classes, duplicates=ev.duplicates,
+                           pairs=ev.pairs)
     for w in caught[:MAX_WARNINGS]:
         click.echo(f"Warning: {w.message}", err=True)
     if len(caught) > MAX_WARNINGS:

@@ -13,7 +13,20 @@ from typing import Literal, get_args
 from losa.schema import knob, settings
 from stages.errors import StageError
 
-__all__ = ["ANNOTATION_FORMATS", "EvalSettings"]
+__all__ = ["ANNOTATION_FORMATS", "EvalSettings", "parse_pairs"]
+
+
+def parse_pairs(text: str | None) -> list[tuple[str, str]]:
+    """``"a+b,c+d"`` → ``[("a", "b"), ("c", "d")]``; empty → ``[]``."""
+    out = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        names = [n.strip() for n in item.split("+")]
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise StageError(f"evaluate setting pairs: {item.strip()!r} is not two different classes joined by '+'")
+        out.append((names[0], names[1]))
+    return out
 
 
 @settings(what="evaluate", error=StageError)
@@ -37,10 +50,13 @@ class EvalSettings:
     duplicates: Literal["keep", "drop"] = knob(
         "keep", "Duplicate ground-truth segments: keep (ActivityNet evaluator) or drop (ActionFormer "
                 "evaluator); a warning gives their count either way.")
+    pairs: str = knob("", "Class pairs one cue alone separates, 'a+b,c+d': eval.json gains each pair's "
+                          "accuracy (losa.metrics.pairs; chance 0.5).")
     holdout: bool = knob(False, "With a run: score it on the held-out part of its training subset "
                                 "(train.holdout) instead of the subset; for choosing layers / variants.")
 
     def __post_init__(self) -> None:
+        parse_pairs(self.pairs)
         if self.tious is not None and self.preset is not None:
             raise StageError("evaluate settings tious and preset are mutually exclusive")
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from losa.metrics.pairs import pair_accuracy
 from losa.metrics.detection import ANET_TIOUS, evaluate_detection
 from stages.data.annotations import Annotations, load_annotations
 from stages.errors import StageError
@@ -93,7 +94,7 @@ def _listing(items: Sequence[str], limit: int = 5) -> str:
 def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Path | Annotations,
                    subset: str | None = None, tious: Sequence[float] = ANET_TIOUS,
                    exclude: Iterable[str] = (), classes: Sequence[str] | str | Path | None = None,
-                   strict: bool = False) -> dict:
+                   strict: bool = False, pairs: Sequence[Sequence[str]] = ()) -> dict:
     """Detection metrics of ActivityNet results against the ground truth of one subset.
 
     ``exclude``: video ids removed from both sides (e.g. :func:`stages.data.annotations.thumos_exclusions`).
@@ -101,6 +102,8 @@ def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Pa
     scores them — every detection there is a false positive — with a warning naming the videos
     (``strict=True``: PredictionError instead); ground-truth videos without predictions count as
     misses; labels must be class names of the annotations.
+    ``pairs``: class pairs whose :func:`losa.metrics.pairs.pair_accuracy` is added as
+    ``"pair_accuracy": {"a+b": {...}}`` (both classes must be classes of the annotations).
     Returns :func:`losa.metrics.detection.evaluate_detection`'s dict plus ``"subset"`` and ``"excluded"``.
     """
     ann = annotations if isinstance(annotations, Annotations) else load_annotations(
@@ -130,6 +133,12 @@ def evaluate_files(predictions_json: str | Path | Mapping, annotations: str | Pa
             raise PredictionError(f"{src}: video {p['video']} has a prediction with label "
                                   f"{p['label']!r} that is not a class of the annotations")
     metrics = evaluate_detection(gt, preds, tious)
+    if pairs:
+        for pair in pairs:
+            missing = [c for c in pair if c not in known]
+            if missing:
+                raise StageError(f"class pair {'+'.join(pair)!r}: {missing[0]!r} is not a class of the annotations")
+        metrics["pair_accuracy"] = {"+".join(pair): pair_accuracy(gt, preds, pair) for pair in pairs}
     metrics["counts"]["videos"] = len(video_ids)
     metrics["subset"] = subset
     metrics["excluded"] = sorted(excluded & set(ann.videos))
@@ -146,7 +155,7 @@ def write_metrics(metrics: Mapping, path: str | Path) -> Path:
         "per_class": {str(k): list(v) for k, v in metrics["per_class"].items()},
         "recall_at_k": {str(k): list(v) for k, v in metrics["recall_at_k"].items()},
     }
-    for extra in ("counts", "subset", "excluded", "unannotated"):
+    for extra in ("pair_accuracy", "counts", "subset", "excluded", "unannotated"):
         if extra in metrics:
             payload[extra] = metrics[extra]
     return atomic_write_json(path, payload, indent=2)
@@ -173,6 +182,10 @@ def format_table(metrics: Mapping) -> str:
         avg = sum(rec) / len(rec) if rec else 0.0
         lines.append(f"{f'recall@{k}':<{width}}{'':>6}" + "".join(f"{100 * r:>8.2f}" for r in rec)
                      + f"{100 * avg:>8.2f}")
+    for name, pa in metrics.get("pair_accuracy", {}).items():
+        acc = "n/a" if pa["accuracy"] is None else f"{100 * pa['accuracy']:.1f} %"
+        lines.append(f"pair {name}: {acc} of {pa['instances'] - pa['missed']} instances labelled right "
+                     f"(tIoU >= {pa['tiou']:g}; {pa['missed']} missed; chance 50 %)")
     lines.append(f"average mAP over tIoU {', '.join(f'{t:g}' for t in tious)}: "
                  f"{100 * float(metrics['average_mAP']):.2f}")
     return "\n".join(lines)
