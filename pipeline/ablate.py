@@ -59,13 +59,23 @@ def motion_columns(runs: list[dict]) -> list[str]:
     return [f"{100 * v:.1f}" for v in [*cols, float(np.mean(others))]]
 
 
+def pair_column(runs: list[dict]) -> str:
+    """Mean (± std over runs) of the motion pair's labelling accuracy (`losa-eval --pairs`; chance 50)."""
+    key = "+".join(MOTION_PAIR)
+    accs = [r.get("pair_accuracy", {}).get(key, {}).get("accuracy") for r in runs]
+    if not accs or any(a is None for a in accs):
+        return "–"
+    vals = 100 * np.asarray(accs, dtype=float)
+    return f"{vals.mean():.1f}" + (f" ± {vals.std(ddof=1):.1f}" if len(vals) > 1 else "")
+
+
 def _row(name: str, sets: list[str], runs: list[dict], seconds: float | None, skipped: bool) -> str:
     """One table row; with several seeds: mean per tIoU and mean ± std of the average mAP."""
     per_tiou = np.mean([r["mAP"] for r in runs], axis=0)
     avgs = np.array([r["average_mAP"] for r in runs])
     maps = " | ".join(f"{100 * m:.1f}" for m in per_tiou)
     avg = f"{100 * avgs.mean():.1f}" + (f" ± {100 * avgs.std(ddof=1):.1f}" if len(avgs) > 1 else "")
-    motion = " | ".join(motion_columns(runs))
+    motion = " | ".join([*motion_columns(runs), pair_column(runs)])
     secs = "–" if seconds is None else f"{seconds:.0f}"
     return (f"| {name} | `{' '.join(sets)}` | {maps} | **{avg}** | {motion} | {secs} | "
             f"{'yes' if skipped else 'NO'} |")
@@ -163,8 +173,8 @@ def table(jobs_plan: list[tuple[str, list[str], str]], baseline: dict, exps: dic
         return "", problems
     header = ("| variant | dvc exp run -S | " + " | ".join(f"mAP@{t:g}" for t in head)
               + " | avg mAP | " + " | ".join(f"AP {c}" for c in MOTION_PAIR)
-              + " | AP other classes | seconds | extract reused |")
-    sep = "|" + "---|" * (len(head) + 5 + len(MOTION_PAIR) + 1)
+              + " | AP other classes | direction right (%) | seconds | extract reused |")
+    sep = "|" + "---|" * (len(head) + 6 + len(MOTION_PAIR) + 1)
     return "\n".join([header, sep, *rows]) + "\n", problems
 
 

@@ -21,9 +21,8 @@ GROUPS = (Group("demo_backbone", BackboneTrainSettings), Group("runtime", Thread
 @knob_options(*GROUPS)
 @click.option("--params", "params_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="params.yaml; section 'demo_backbone'.")
-@click.option("--progress/--no-progress", default=True, help="Print the loss every 10 steps.")
 @handle_user_errors
-def main(params_file, progress, **cli):
+def main(params_file, **cli):
     """Train a backbone preset on labelled clips (direction-blind labels by default) → .pth."""
     defaults = section(load_params(params_file), "demo_backbone", str(params_file)) if params_file else {}
     vals = collect(cli, GROUPS, defaults, where="demo_backbone", source=str(params_file))
@@ -37,7 +36,7 @@ def main(params_file, progress, **cli):
     def report(row: dict) -> None:
         click.echo(f"step {row['step']}: loss {row['loss']:.3f}, accuracy {row['accuracy']:.3f}")
 
-    result = pretrain_backbone(opts.videos, opts.annotations, opts, progress=report if progress else None)
+    result = pretrain_backbone(opts.videos, opts.annotations, opts, progress=report if opts.progress else None)
     click.echo(result.describe())
 
 

@@ -18,6 +18,7 @@ __all__ = ["COMMANDS", "render"]
 #: (command, module, params.yaml section or None)
 COMMANDS: tuple[tuple[str, str, str | None], ...] = (
     ("losa-demo-data", "pipeline.cli_demo", "demo"),
+    ("losa-demo-backbone", "pipeline.cli_demo_backbone", "demo_backbone"),
     ("losa-extract", "pipeline.cli_extract", "extract"),
     ("losa-train", "pipeline.cli_train", "train"),
     ("losa-eval", "pipeline.cli_eval", "evaluate"),

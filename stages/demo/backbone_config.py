@@ -61,3 +61,4 @@ class BackboneTrainSettings:
     eval_subset: str = knob("testing", "Subset for the reported clip accuracy (a figure only; nothing is "
                                        "selected on it).")
     device: str = knob("auto", "auto | cpu | cuda[:N].")
+    progress: bool = knob(True, "Print the loss and accuracy every 10 steps.")

@@ -1,19 +1,21 @@
 """Deterministic synthetic temporal-action-localization dataset (the shipped demo).
 
 Each video shows a slowly drifting background (faint by default; with ``clutter="high"`` a strong
-texture plus static look-alike distractor shapes, see `CLUTTER`) and 2–5 non-overlapping actions of 2–8 s separated by background.  Every action is performed by one object
-(shape and colour drawn from the same distribution for all classes):
+texture plus static look-alike distractor shapes, see `CLUTTER`) and 2–5 non-overlapping actions of
+2–8 s separated by background.  Every action is performed by one object of a random shape (see
+`ACTION_STYLE` for the distributions):
 
-* ``move_left`` / ``move_right`` — the object slides horizontally.  The two classes are exact time
-  reversals of each other (same position, size and colour distributions), so no single frame tells
-  them apart; only the direction of motion does.
+* ``move_left`` / ``move_right`` — the object slides horizontally across the frame centre.  The two
+  classes are exact time reversals of each other (same position, size, shape and colour
+  distributions), so no single frame tells them apart; only the direction of motion does.
 * ``pulse`` — the object's size oscillates;  ``flash`` — its brightness flickers;
-  ``spin`` — it rotates.
+  ``spin`` — it rotates.  Each of these three also has its own hue band, as real classes usually
+  differ in appearance as well as in motion.
 
-Objects may sit idle on screen for up to 1.5 s before/after their action, and about half of the
-actions ease in/out, so action boundaries can only be found from temporal context.  Classes are
-balanced within the training and the testing subset.  The same arguments always give identical
-frames, files and annotations (``annotations.json`` in ActivityNet format, ``classes.txt``).
+Objects may sit idle on screen for up to 1.5 s before/after their action (``clutter="high"``), and
+about half of the actions ease in/out, so action boundaries can only be found from temporal context.
+Classes are balanced within the training and the testing subset.  The same arguments always give
+identical frames, files and annotations (``annotations.json`` in ActivityNet format, ``classes.txt``).
 """
 
 from __future__ import annotations
@@ -112,10 +114,10 @@ class DemoSummary:
 # ----------------------------------------------------------------------------------- planning
 
 
-def _object_style(rng: np.random.Generator, size: int, radius: tuple[float, float] = (0.07, 0.11)
-                  ) -> tuple[str, tuple[float, float, float], float]:
+def _object_style(rng: np.random.Generator, size: int, radius: tuple[float, float] = (0.07, 0.11),
+                  hue: tuple[float, float] = (0.0, 1.0)) -> tuple[str, tuple[float, float, float], float]:
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    colour = tuple(float(c) for c in random_colour(rng, sat=(0.55, 1.0), val=(0.7, 1.0)))
+    colour = tuple(float(c) for c in random_colour(rng, sat=(0.55, 1.0), val=(0.7, 1.0), hue=hue))
     return shape, colour, float(rng.uniform(*radius) * size)
 
 
@@ -124,7 +126,8 @@ def _sample_action(
     clutter: str = "high",
 ) -> ActionInstance:
     """Random instance of `label` over frames [start, end); idle = free frames before/after."""
-    shape, colour, radius = _object_style(rng, size, CLUTTER[clutter]["radius"])
+    style = ACTION_STYLE
+    shape, colour, radius = _object_style(rng, size, CLUTTER[clutter]["radius"], style["hues"][label])
     pre = int(rng.integers(0, idle[0] + 1)) if rng.random() < 0.6 else 0
     post = int(rng.integers(0, idle[1] + 1)) if rng.random() < 0.6 else 0
     ramp_in = float(rng.uniform(0.1, 0.3)) if rng.random() < 0.5 else 0.0
@@ -137,16 +140,18 @@ def _sample_action(
     nyquist_safe = fps / 4.0
     if label in ("move_left", "move_right"):
         # a travel interval symmetric in distribution about the frame centre; direction is the label
-        travel = float(rng.uniform(*CLUTTER[clutter]["travel"])) * size
-        centre = float(rng.uniform(margin + travel / 2, size - margin - travel / 2))
+        travel = float(rng.uniform(*style["travel"])) * size
+        centre = float(rng.uniform(travel / 2, size - travel / 2))
         lo, hi = centre - travel / 2, centre + travel / 2
         x_from, x_to = (lo, hi) if label == "move_right" else (hi, lo)
     elif label == "pulse":
-        freq, amp = float(min(rng.uniform(0.6, 1.5), nyquist_safe)), float(rng.uniform(0.25, 0.45))
+        freq = float(min(rng.uniform(*style["pulse_freq"]), nyquist_safe))
+        amp = float(rng.uniform(*style["pulse_amp"]))
     elif label == "flash":
-        freq, amp = float(min(rng.uniform(1.5, 3.5), nyquist_safe)), float(rng.uniform(0.55, 0.85))
+        freq = float(min(rng.uniform(*style["flash_freq"]), nyquist_safe))
+        amp = float(rng.uniform(*style["flash_amp"]))
     elif label == "spin":
-        spin = float(rng.uniform(1.5, 4.5) * rng.choice([-1.0, 1.0]))
+        spin = float(rng.uniform(*style["spin"]) * rng.choice([-1.0, 1.0]))
     return ActionInstance(
         label=label, start=start, end=end, show=start - pre, hide=end + post, shape=shape,
         colour=colour, radius=radius, x_from=x_from, x_to=x_to, y=y, angle0=angle0,
@@ -206,8 +211,22 @@ def _plan_video(
 #: still see.  "high": a strong drifting texture, 2–4 static look-alike distractors and objects that
 #: idle on screen before/after acting — meant for real (pretrained) backbones.
 CLUTTER: dict[str, dict] = {
-    "low": {"contrast": 6.0, "distractors": (0, 0), "idle": False, "radius": (0.12, 0.17), "travel": (0.2, 0.4)},
-    "high": {"contrast": 28.0, "distractors": (2, 4), "idle": True, "radius": (0.07, 0.11), "travel": (0.3, 0.6)},
+    "low": {"contrast": 6.0, "distractors": (0, 0), "idle": False, "radius": (0.12, 0.17)},
+    "high": {"contrast": 28.0, "distractors": (2, 4), "idle": True, "radius": (0.07, 0.11)},
+}
+
+#: How each class acts, in both scenes.  Object hue bands (turns): the three non-motion classes
+#: differ in appearance as well as in dynamics, as most real classes do; the motion pair shares one
+#: band and every other distribution, so only the direction of motion tells it apart.  Moves cross
+#: ``travel`` × the frame width, always over the frame centre, the object's centre allowed up to
+#: the frame's edge; pulse / flash / spin amplitudes are large enough for a 1 s clip to show them.
+ACTION_STYLE: dict[str, tuple[float, float] | dict] = {
+    "travel": (0.5, 0.85),
+    "pulse_amp": (0.45, 0.65), "pulse_freq": (1.2, 2.5),
+    "flash_amp": (0.55, 0.85), "flash_freq": (1.5, 3.5),
+    "spin": (4.0, 8.0),
+    "hues": {"pulse": (-0.04, 0.04), "flash": (0.29, 0.37), "spin": (0.58, 0.66),
+             "move_left": (0.12, 0.2), "move_right": (0.12, 0.2)},
 }
 
 

@@ -189,9 +189,11 @@ def draw_shape(
     return alpha_full
 
 
-def random_colour(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]) -> np.ndarray:
-    """Random RGB colour (float64 [3], 0..255) with uniform hue and the given HSV ranges."""
-    hue = rng.uniform(0.0, 1.0)
+def random_colour(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float],
+                  hue: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Random RGB colour (float64 [3], 0..255) with hue uniform in ``hue`` (turns, taken modulo 1)
+    and the given HSV ranges."""
+    hue = rng.uniform(*hue) % 1.0
     s = rng.uniform(*sat)
     v = rng.uniform(*val)
     k = (np.array([5.0, 3.0, 1.0]) + hue * 6.0) % 6.0

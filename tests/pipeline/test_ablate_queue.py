@@ -150,7 +150,7 @@ def test_table_from_recorded_experiments(monkeypatch):
                                   "data/features.zarr", {"abl-side-s2-rec": 7.0})
     lines = text.splitlines()
     assert lines[0].endswith("| seconds | extract reused |") and len(lines) == 3
-    assert lines[2] == "| side | `train.model=side` | 40.0 | 20.0 | **30.0** | 20.0 | 60.0 | 100.0 | 7 | yes |"
+    assert lines[2] == "| side | `train.model=side` | 40.0 | 20.0 | **30.0** | 20.0 | 60.0 | 100.0 | – | 7 | yes |"
     assert problems[0].startswith("abl-broken-rec: failed (log: ") and problems[1].startswith("abl-never-queued: not")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline.cli_demo_backbone import main as backbone_main
 from pipeline.cli_eval import main as eval_main
 from pipeline.cli_extract import main as extract_main
 from pipeline.cli_train import main as train_main
@@ -54,8 +55,13 @@ def run(cli, args):
 def test_reduced_demo_learns_well_above_chance(tmp_path):
     demo = tmp_path / "demo"
     generate_demo(demo, num_videos=32, seed=1, min_len=20, max_len=30, test_fraction=0.33)
+    backbone = tmp_path / "backbone.pth"   # the demo_backbone stage, shortened
+    run(backbone_main, ["--params", PARAMS, "--videos", str(demo / "videos"), "--annotations",
+                        str(demo / "annotations.json"), "--out", str(backbone), "--steps", "40",
+                        "--batch-clips", "8", "--eval-clips", "0", "--no-progress"])
     store = tmp_path / "features.zarr"
-    run(extract_main, [str(demo / "videos"), "--store", str(store), "--params", PARAMS, "--no-progress"])
+    run(extract_main, [str(demo / "videos"), "--store", str(store), "--params", PARAMS, "--checkpoint",
+                       str(backbone), "--no-progress"])
     run_dir = tmp_path / "run"
     ann_path = demo / "annotations.json"
     run(train_main, ["--params", PARAMS, "--store", str(store), "--annotations", str(ann_path),
