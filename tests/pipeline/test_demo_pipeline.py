@@ -1,8 +1,9 @@
 """The demo pipeline end to end on a reduced demo (the shipped params.yaml, fewer/shorter videos):
-videos → losa-extract → losa-train → losa-eval --run.  It must learn: average mAP clearly above
-both a chance baseline (random segments) and a measured threshold.
+videos → losa-demo-backbone (shortened to 40 steps of 8 clips) → losa-extract --checkpoint →
+losa-train → losa-eval --run.  It must learn: average mAP clearly above both a chance baseline
+(random segments) and a measured threshold.
 
-Measured on the 2-core CI machine with these settings: LoSA average mAP 0.23 (chance: 0.09).
+Measured on the 2-core machine with these settings: LoSA average mAP 0.85 (chance: 0.09), 129 s.
 The assertion keeps a wide margin for numerical differences across CPUs/library versions.
 """
 from __future__ import annotations
@@ -72,5 +73,5 @@ def test_reduced_demo_learns_well_above_chance(tmp_path):
     chance = chance_map(load_annotations(ann_path), "testing")
     assert metrics["tious"] == TIOUS
     print(f"demo test: average mAP {metrics['average_mAP']:.4f}, chance {chance:.4f}")
-    assert metrics["average_mAP"] > chance + 0.06, (metrics["average_mAP"], chance)
-    assert metrics["average_mAP"] > 0.15, metrics["average_mAP"]
+    assert metrics["average_mAP"] > chance + 0.3, (metrics["average_mAP"], chance)
+    assert metrics["average_mAP"] > 0.55, metrics["average_mAP"]
