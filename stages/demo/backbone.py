@@ -41,7 +41,7 @@ from stages.errors import StageError
 from stages.extract.decode import decode_frames
 from stages.extract.probe import probe_video
 from stages.runtime import resolve_device
-from storage.atomic import atomic_write
+from storage.atomic import atomic_path, atomic_write
 
 __all__ = ["BACKGROUND", "ClipBank", "PretrainResult", "clip_labels", "pretrain_backbone"]
 
@@ -261,13 +261,10 @@ def pretrain_backbone(videos_dir: str | Path, annotations: str | Path, cfg: Back
     sd["head.weight"] = head.weight.detach().cpu().clone()
     sd["head.bias"] = head.bias.detach().cpu().clone()
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"model": sd}, tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        torch.save({"model": sd}, tmp)
     result = PretrainResult(out=out, labels=labels, clips_per_label=bank.counts(), curve=curve,
                             eval_accuracy=eval_acc, seconds=time.perf_counter() - t0)
     if cfg.metrics is not None:
-        Path(cfg.metrics).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(cfg.metrics), json.dumps(result.to_dict(), indent=1) + "\n", fsync=False)
     return result
