@@ -21,6 +21,7 @@ token mean feeds a linear classifier (saved as ``head``, as in official fine-tun
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -41,7 +42,7 @@ from stages.errors import StageError
 from stages.extract.decode import decode_frames
 from stages.extract.probe import probe_video
 from stages.runtime import resolve_device
-from storage.atomic import atomic_path, atomic_write
+from storage.atomic import atomic_write
 
 __all__ = ["BACKGROUND", "ClipBank", "PretrainResult", "clip_labels", "pretrain_backbone"]
 
@@ -261,8 +262,9 @@ def pretrain_backbone(videos_dir: str | Path, annotations: str | Path, cfg: Back
     sd["head.weight"] = head.weight.detach().cpu().clone()
     sd["head.bias"] = head.bias.detach().cpu().clone()
     out = Path(cfg.out)
-    with atomic_path(out) as tmp:
-        torch.save({"model": sd}, tmp)
+    buf = io.BytesIO()  # not the temporary file's name: torch.save names the archive after its file,
+    torch.save({"model": sd}, buf)  # so the same weights always give the same bytes (DVC's hash)
+    atomic_write(out, buf.getvalue(), fsync=False)
     result = PretrainResult(out=out, labels=labels, clips_per_label=bank.counts(), curve=curve,
                             eval_accuracy=eval_acc, seconds=time.perf_counter() - t0)
     if cfg.metrics is not None:

@@ -101,3 +101,13 @@ def test_missing_video_named(tiny_demo, tmp_path):
     cfg = BackboneTrainSettings(out=tmp_path / "b.pth", resolution=32, frames=4, steps=1)
     with pytest.raises(StageError, match=r"video 'demo_00\d' of subset 'training' not found"):
         pretrain_backbone(videos, tiny_demo / "annotations.json", cfg)
+
+
+def test_same_settings_write_the_same_bytes(tiny_demo, tmp_path):
+    """DVC hashes the checkpoint: a re-run with the same settings must not invalidate extraction."""
+    paths = []
+    for name in ("a", "b"):
+        cfg = BackboneTrainSettings(out=tmp_path / name / "backbone.pth", resolution=32, frames=4, steps=3,
+                                    batch_clips=4, eval_clips=0)
+        paths.append(pretrain_backbone(tiny_demo / "videos", tiny_demo / "annotations.json", cfg).out)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
