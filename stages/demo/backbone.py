@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from stages.errors import StageError
 from stages.extract.decode import decode_frames
 from stages.extract.probe import probe_video
 from stages.runtime import resolve_device
+from stages.train.schedule import WarmupCosine
 from storage.atomic import atomic_write
 
 __all__ = ["BACKGROUND", "ClipBank", "PretrainResult", "clip_labels", "pretrain_backbone"]
@@ -225,18 +225,14 @@ def pretrain_backbone(videos_dir: str | Path, annotations: str | Path, cfg: Back
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * p))
+    lr_factor = WarmupCosine(cfg.warmup_steps, cfg.steps)
 
     rng = np.random.default_rng([cfg.seed, 0])
     curve: list[dict] = []
     window: list[tuple[float, float]] = []
     for step in range(cfg.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = cfg.lr * lr_factor(step)
         x, y = _batch(bank, rng, cfg.batch_clips, cfg.frames, cfg.flip)
         x, y = normalise(x.to(device), cfg.norm), y.to(device)
         logits = head(_feature(model, x, cfg.pool, cfg.grid))
