@@ -45,6 +45,11 @@ class LoSAConfig:
     short_mode: Literal["spacetime", "pooled"] = knob(
         "spacetime", "Short-range adapter design: spacetime (cell positions + 3-D conv: sees motion "
                      "direction) or pooled (the first design, for ablation).")
+    short_pool: Literal["cells", "mean"] = knob(
+        "cells", "How the spacetime short adapter pools a step's cells into its query: cells = learned "
+                 "weights per cell and channel (initialised to the mean; a position-aware readout, so a "
+                 "pattern and its mirror image differ linearly) or mean (ablation).  The pooled design "
+                 "always takes the mean.")
     long_window: int | None = knob(None, "Half-width of the long-range adapter's band (none: global).", ge=0)
     long_mlp_ratio: float = knob(2.0, "MLP ratio of the long-range adapter.", gt=0)
     long_context: int | None = knob(

@@ -77,7 +77,7 @@ class TALModel(nn.Module):
                 self.short_adapters = nn.ModuleDict({
                     k: ShortRangeAdapter(
                         c, d, cfg.adapter_heads, cfg.short_window, cfg.grid, cfg.t_sub, cfg.dropout,
-                        mode=cfg.short_mode,
+                        mode=cfg.short_mode, pool=cfg.short_pool,
                     )
                     for k in keys
                 })
@@ -186,25 +186,35 @@ class TALModel(nn.Module):
         return [{"segments": s, "scores": sc, "labels": lab} for s, sc, lab in dets]
 
     # ------------------------------------------------------------- optimisation
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Two AdamW groups: weights of Linear/Conv layers decay; biases, norms, fusion gates,
+    def param_groups(self, weight_decay: float, adapter_lr: float | None = None) -> list[dict[str, Any]]:
+        """AdamW groups: weights of Linear/Conv layers decay; biases, norms, fusion gates,
         ActionFormer ``Scale`` / drop-path scales and position parameters do not.
 
-        Every trainable parameter appears in exactly one group.
+        With ``adapter_lr`` the parameters outside the ActionFormer head (adapters, fusion) form their
+        own decay / no-decay groups with that learning rate (``"lr"`` in the group; the head keeps the
+        optimiser's): four groups, empty ones left out.  Every trainable parameter appears in exactly
+        one group.
         """
-        decay, no_decay = [], []
+        head = {id(p) for p in self.head.parameters()}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for module in self.modules():
             for name, p in module.named_parameters(recurse=False):
                 if not p.requires_grad:
                     continue
-                if name == "weight" and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-                    decay.append(p)
-                else:
-                    no_decay.append(p)
-        return [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+                decays = name == "weight" and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+                adapter = adapter_lr is not None and id(p) not in head
+                groups.setdefault((adapter, decays), []).append(p)
+        out = []
+        for adapter in (False, True):
+            for decays in (True, False):
+                params = groups.get((adapter, decays), [])
+                if not params and (adapter or adapter_lr is not None):
+                    continue
+                group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+                if adapter:
+                    group["lr"] = float(adapter_lr)
+                out.append(group)
+        return out
 
     def count_parameters(self) -> dict[str, int]:
         """Trainable parameters per top-level module (``head``, ``fusion``, adapters) and ``total``."""

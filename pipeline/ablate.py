@@ -35,6 +35,8 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("LoSA long+short (gated)", ["train.model=losa", "train.adapters=both", "train.fusion=gated"]),
     ("LoSA long+short (pooled short adapter)", ["train.model=losa", "train.adapters=both",
                                                 "train.short_mode=pooled"]),
+    ("LoSA (mean short query)", ["train.model=losa", "train.short_pool=mean"]),
+    ("LoSA (adapter lr 1x)", ["train.model=losa", "train.adapter_lr_scale=1"]),
     ("LoSA (sigmoid gates)", ["train.model=losa", "train.fusion=sigmoid"]),
     ("LoSA (plain sum)", ["train.model=losa", "train.fusion=sum"]),
     ("LoSA (concat)", ["train.model=losa", "train.fusion=concat"]),

@@ -6,8 +6,11 @@ Two designs, chosen by ``mode`` (``LoSAConfig.short_mode``, for ablation):
   grid row and grid column; a depthwise-separable 3-D conv over ``(slot, row, column)`` inside each
   step (kernel 3, zero padding) turns the ``t_sub x grid x grid`` layout into local motion features
   (a kernel that is not mirror-symmetric answers differently to a pattern moving left and to its
-  mirror image moving right); the query of a step is the mean of its conv features, the keys and
-  values are the conv features of steps ``t-w .. t+w`` plus a learned embedding of their step offset.
+  mirror image moving right); the query of a step pools its conv features with learned weights per
+  cell and channel (``pool="cells"``, initialised to the mean: a position-aware linear readout, so
+  "object appears on the right in late slots" is one weighted sum) or by their plain mean
+  (``pool="mean"``, ablation); the keys and values are the conv features of steps ``t-w .. t+w`` plus a
+  learned embedding of their step offset.
 * ``"pooled"``: the first design, kept for ablation: a 2-D conv over each ``grid x grid`` map, query =
   mean over cells, keys carry an embedding of (offset, slot) only - no row / column position.
 
@@ -31,9 +34,11 @@ from torch import Tensor, nn
 from losa.adapters.common import MLP, check_tokens, norm_linear
 from losa.errors import LosaError
 
-__all__ = ["SHORT_MODES", "ShortRangeAdapter", "banded_attention", "cell_conv2d", "depthwise_conv3d"]
+__all__ = ["SHORT_MODES", "SHORT_POOLS", "ShortRangeAdapter", "banded_attention", "cell_conv2d", "depthwise_conv3d"]
 
 SHORT_MODES = ("spacetime", "pooled")
+#: How the spacetime design pools a step's cell features into its query.
+SHORT_POOLS = ("cells", "mean")
 #: Tokens per step up to which banded attention runs in blocks (:func:`_blocked_attention`).
 BLOCKED_MAX_CELLS = 2
 
@@ -185,7 +190,8 @@ class ShortRangeAdapter(nn.Module):
     Per step: ``LayerNorm + Linear C->d`` on every token, then (``mode="spacetime"``) factorised
     slot / row / column position embeddings and a residual depthwise 3-D conv (``3x3x3`` over slot,
     row, column) + GELU + pointwise Linear block, or (``mode="pooled"``) a residual ``Conv2d 3x3`` +
-    GELU block on each ``grid x grid`` map.  The mean over cells is the step's query; it
+    GELU block on each ``grid x grid`` map.  The step's query pools its cells (spacetime: ``pool``,
+    learned per-cell-and-channel weights or the mean; pooled: the mean); it
     cross-attends (multi-head) to all tokens of the steps ``t-window .. t+window``, whose keys carry a
     learned embedding of their step offset (``"pooled"``: of offset and slot).  Keys of padded or
     out-of-sequence steps are masked.  Output projection + residual on the query, then a pre-norm MLP
@@ -203,6 +209,7 @@ class ShortRangeAdapter(nn.Module):
         dropout: float = 0.0,
         mlp_ratio: float = 2.0,
         mode: str = "spacetime",
+        pool: str = "cells",
     ) -> None:
         super().__init__()
         dim = dim or channels // 4
@@ -212,6 +219,9 @@ class ShortRangeAdapter(nn.Module):
             raise LosaError(f"invalid short adapter geometry window={window} grid={grid} t_sub={t_sub}")
         if mode not in SHORT_MODES:
             raise LosaError(f"short adapter mode must be one of {', '.join(SHORT_MODES)}, got {mode!r}")
+        if pool not in SHORT_POOLS:
+            raise LosaError(f"short adapter pool must be one of {', '.join(SHORT_POOLS)}, got {pool!r}")
+        self.pool = pool if mode == "spacetime" else "mean"  # the pooled design keeps its mean
         self.channels, self.dim, self.heads = channels, dim, heads
         self.window, self.grid, self.t_sub, self.mode = window, grid, t_sub, mode
         self.cells = t_sub * grid * grid
@@ -227,6 +237,8 @@ class ShortRangeAdapter(nn.Module):
             self.dwconv = nn.Conv3d(dim, dim, kernel_size=3, padding=1, groups=dim)
             self.pwconv = nn.Linear(dim, dim)
             self.register_buffer("shift_ops", _shift_operators(t_sub, grid, grid), persistent=False)
+            if pool == "cells":  # per cell and channel; the mean at initialisation
+                self.pool_weight = nn.Parameter(torch.full((self.cells, dim), 1.0 / self.cells))
             rel_slots = 1  # slot, row and column are absolute inside every token
         else:
             self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
@@ -275,7 +287,7 @@ class ShortRangeAdapter(nn.Module):
         h = norm_linear(tokens, self.in_norm, self.in_proj)  # in_proj(in_norm(tokens)) [B, T, N, d]
         if self.mode == "spacetime":
             h = self._cells(h)
-            query = h.mean(dim=2)
+            query = (h * self.pool_weight).sum(dim=2) if self.pool == "cells" else h.mean(dim=2)
         else:
             query = self._pooled_query(h)
         kv = norm_linear(h, self.kv_norm, self.k, self.v).transpose(0, 1)  # time-major [T, B, N, 2d]

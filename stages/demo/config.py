@@ -32,6 +32,11 @@ class DemoSettings:
     workers: int = knob(1, "Parallel processes (output does not depend on it).", ge=1)
     clutter: Literal["low", "high"] = knob("low", "Scene difficulty: low suits random-weight backbones, high "
                                                   "pretrained ones.")
+    move: Literal["ratchet", "slide"] = knob(
+        "ratchet", "How move_left / move_right move: ratchet = 8 positions, one per 2-frame tubelet, then "
+                   "a snap back, every 16 frames (the direction is only inside a clip; a clip's time "
+                   "average does not drift); slide = one continuous slide across the frame (its drift "
+                   "from clip to clip shows the direction to pooled features too).")
 
     def __post_init__(self) -> None:
         if self.size % 2:

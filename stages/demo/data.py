@@ -5,9 +5,12 @@ texture plus static look-alike distractor shapes, see `CLUTTER`) and 2–5 non-o
 2–8 s separated by background.  Every action is performed by one object of a random shape (see
 `ACTION_STYLE` for the distributions):
 
-* ``move_left`` / ``move_right`` — the object slides horizontally across the frame centre.  The two
-  classes are exact time reversals of each other (same position, size, shape and colour
-  distributions), so no single frame tells them apart; only the direction of motion does.
+* ``move_left`` / ``move_right`` — the object moves horizontally across the frame centre: by default
+  (``move="ratchet"``) it steps through 8 positions, one per 2-frame tubelet, snaps back and repeats
+  every 16 frames, so the direction lives only inside a clip (a clip's time average is the same for
+  both directions and does not drift); ``move="slide"`` slides it once across.  The two classes are
+  exact time reversals of each other (same position, size, shape and colour distributions), so no
+  single frame tells them apart; only the direction of motion does.
 * ``pulse`` — the object's size oscillates;  ``flash`` — its brightness flickers;
   ``spin`` — it rotates.  Each of these three also has its own hue band, as real classes usually
   differ in appearance as well as in motion.
@@ -123,7 +126,7 @@ def _object_style(rng: np.random.Generator, size: int, radius: tuple[float, floa
 
 def _sample_action(
     rng: np.random.Generator, label: str, start: int, end: int, idle: tuple[int, int], fps: float, size: int,
-    clutter: str = "high",
+    clutter: str = "high", move: str = "slide",
 ) -> ActionInstance:
     """Random instance of `label` over frames [start, end); idle = free frames before/after."""
     style = ACTION_STYLE
@@ -137,6 +140,7 @@ def _sample_action(
     angle0 = float(rng.uniform(0.0, 2 * math.pi))
     x_from = x_to = float(rng.uniform(margin, size - margin))
     freq = amp = spin = 0.0
+    ratchet, hold = 0, 1
     nyquist_safe = fps / 4.0
     if label in ("move_left", "move_right"):
         # a travel interval symmetric in distribution about the frame centre; direction is the label
@@ -144,6 +148,8 @@ def _sample_action(
         centre = float(rng.uniform(travel / 2, size - travel / 2))
         lo, hi = centre - travel / 2, centre + travel / 2
         x_from, x_to = (lo, hi) if label == "move_right" else (hi, lo)
+        if move == "ratchet":
+            ratchet, hold = RATCHET
     elif label == "pulse":
         freq = float(min(rng.uniform(*style["pulse_freq"]), nyquist_safe))
         amp = float(rng.uniform(*style["pulse_amp"]))
@@ -155,7 +161,7 @@ def _sample_action(
     return ActionInstance(
         label=label, start=start, end=end, show=start - pre, hide=end + post, shape=shape,
         colour=colour, radius=radius, x_from=x_from, x_to=x_to, y=y, angle0=angle0,
-        ramp_in=ramp_in, ramp_out=ramp_out, freq=freq, amp=amp, spin=spin,
+        ramp_in=ramp_in, ramp_out=ramp_out, freq=freq, amp=amp, spin=spin, ratchet=ratchet, hold=hold,
     )  # fmt: skip
 
 
@@ -168,7 +174,7 @@ def _capacity(num_frames: int, dmin: int, gmin: int) -> int:
 
 def _plan_video(
     index: int, subset: str, labels: list[str], num_frames: int, seed: int, fps: float, size: int,
-    clutter: str = "high",
+    clutter: str = "high", move: str = "slide",
 ) -> VideoPlan:
     rng = np.random.default_rng([seed, index])
     dmin, dmax = math.ceil(MIN_ACTION_S * fps), math.floor(MAX_ACTION_S * fps)
@@ -186,7 +192,7 @@ def _plan_video(
     max_idle = math.floor(MAX_IDLE_S * fps) if CLUTTER[clutter]["idle"] else 0
     for i, label in enumerate(labels):
         idle = (min(max_idle, int(gaps[i] * 0.45)), min(max_idle, int(gaps[i + 1] * 0.45)))
-        actions.append(_sample_action(rng, label, t, t + int(dur[i]), idle, fps, size, clutter))
+        actions.append(_sample_action(rng, label, t, t + int(dur[i]), idle, fps, size, clutter, move))
         t += int(dur[i] + gaps[i + 1])
     distractors = []
     lo, hi = CLUTTER[clutter]["distractors"]
@@ -220,6 +226,10 @@ CLUTTER: dict[str, dict] = {
 #: band and every other distribution, so only the direction of motion tells it apart.  Moves cross
 #: ``travel`` × the frame width, always over the frame centre, the object's centre allowed up to
 #: the frame's edge; pulse / flash / spin amplitudes are large enough for a 1 s clip to show them.
+#: A ratcheting move (``move="ratchet"``): positions per period, frames each is held.  8 x 2 = 16
+#: frames = one clip of the demo's extraction, one position per 2-frame tubelet.
+RATCHET = (8, 2)
+
 ACTION_STYLE: dict[str, tuple[float, float] | dict] = {
     "travel": (0.5, 0.85),
     "pulse_amp": (0.45, 0.65), "pulse_freq": (1.2, 2.5),
@@ -233,10 +243,11 @@ ACTION_STYLE: dict[str, tuple[float, float] | dict] = {
 def plan_demo(
     num_videos: int = 32, seed: int = 0, fps: float = 15, size: int = 112,
     min_len: float = 20, max_len: float = 45, test_fraction: float = 0.25, clutter: str = "low",
+    move: str = "ratchet",
 ) -> list[VideoPlan]:  # fmt: skip
     """Plan the whole dataset (cheap, no pixels).  Same arguments → identical plans."""
     DemoSettings(num_videos=num_videos, seed=seed, fps=fps, size=size, min_len=min_len, max_len=max_len,
-                 test_fraction=test_fraction, clutter=clutter)  # types and ranges: the knob schema
+                 test_fraction=test_fraction, clutter=clutter, move=move)  # types and ranges: the knob schema
     dmin, gmin = math.ceil(MIN_ACTION_S * fps), math.ceil(MIN_GAP_S * fps)
     if min_len > max_len or _capacity(round(min_len * fps), dmin, gmin) < MIN_ACTIONS:
         need = MIN_ACTIONS * MIN_ACTION_S + (MIN_ACTIONS + 1) * MIN_GAP_S
@@ -262,7 +273,7 @@ def plan_demo(
             labels[i], pool = pool[: counts[i]], pool[counts[i] :]
     return [
         _plan_video(i, "testing" if i in test_idx else "training", labels[i], lengths[i], seed, fps, size,
-                    clutter)
+                    clutter, move)
         for i in range(num_videos)
     ]
 
@@ -339,7 +350,7 @@ def _render_and_write(plan: VideoPlan, path: Path, crf: int) -> None:
 def generate_demo(
     out_dir: str | os.PathLike, num_videos: int = 32, seed: int = 0, fps: float = 15, size: int = 112,
     min_len: float = 20, max_len: float = 45, test_fraction: float = 0.25, crf: int = 23, workers: int = 1,
-    clutter: str = "low",
+    clutter: str = "low", move: str = "ratchet",
 ) -> DemoSummary:  # fmt: skip
     """Write the demo dataset to `out_dir`: ``videos/<id>.mp4``, ``annotations.json``, ``classes.txt``.
 
@@ -348,7 +359,7 @@ def generate_demo(
     renders/encodes videos in parallel processes (joblib); the output does not depend on it.
     """
     t0 = time.perf_counter()
-    plans = plan_demo(num_videos, seed, fps, size, min_len, max_len, test_fraction, clutter)
+    plans = plan_demo(num_videos, seed, fps, size, min_len, max_len, test_fraction, clutter, move)
     out = Path(out_dir)
     vid_dir = out / "videos"
     vid_dir.mkdir(parents=True, exist_ok=True)

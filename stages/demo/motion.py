@@ -3,6 +3,14 @@
 An `ActionInstance` fixes a labelled action (frames, object style, trajectory, easing ramps);
 `object_state` gives the object's centre, size, angle and brightness swing at any frame, with eased
 ramps (closed-form integrals, so a "move" covers exactly its distance whatever the easing).
+
+A move either **slides** once from ``x_from`` to ``x_to`` (``ratchet = 0``), or **ratchets**
+(``ratchet = R > 0``): it steps through ``R`` evenly spaced positions from ``x_from`` towards ``x_to``,
+each held for ``hold`` frames, then snaps back and repeats, so one period is ``R * hold`` frames
+(the demo: 8 x 2 = 16 = one clip, one position per tubelet).  Any window of one period holds
+every position once, whatever its phase: the time average of a clip - what a pooled feature sees - is
+the same for both directions and does not drift from clip to clip; the direction is only in the
+order of the positions inside a clip.  The excursion grows and shrinks with the easing envelope.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ class ActionInstance:
     freq: float = 0.0  # Hz (pulse, flash)
     amp: float = 0.0  # relative size swing (pulse) or brightness swing (flash)
     spin: float = 0.0  # rad/s at full speed (spin)
+    ratchet: int = 0  # move: positions per period (0 = one slide from x_from to x_to)
+    hold: int = 1  # move, ratchet > 0: frames each position is held
 
 
 
@@ -70,6 +80,24 @@ def _envelope_integral(p: float, ramp_in: float, ramp_out: float) -> float:
     return total
 
 
+def _ratchet_x(inst: ActionInstance, frame: int) -> float:
+    """Centre of a ratcheting move at `frame` (the rest position, the centre of the travel, outside
+    ``[start, end)``).  The phase is the absolute frame index, so periods line up with clips that start
+    at multiples of ``ratchet * hold`` frames."""
+    centre = 0.5 * (inst.x_from + inst.x_to)
+    if not inst.start <= frame < inst.end:
+        return centre
+    period = inst.ratchet * inst.hold
+    k = (frame // inst.hold) % inst.ratchet
+    frac = k / (inst.ratchet - 1) - 0.5 if inst.ratchet > 1 else 0.0
+    # the easing envelope, sampled once per period (at its middle frame): positions are held exactly
+    # through every tubelet and stay in order through every period, ramps included
+    mid = min(max(frame - frame % period + period // 2, inst.start), inst.end - 1)
+    n = inst.end - inst.start
+    env = _envelope((mid - inst.start + 0.5) / n, inst.ramp_in, inst.ramp_out)
+    return centre + (inst.x_to - inst.x_from) * frac * env
+
+
 def object_state(inst: ActionInstance, frame: int, fps: float) -> tuple[float, float, float, float, float]:
     """(cx, cy, radius, angle, flash) of the acting object at `frame`.
 
@@ -80,7 +108,9 @@ def object_state(inst: ActionInstance, frame: int, fps: float) -> tuple[float, f
     env = _envelope(p, inst.ramp_in, inst.ramp_out)
     tau = p * n / fps  # seconds since the action started
     cx, radius, angle, flash = inst.x_from, inst.radius, inst.angle0, 0.0
-    if inst.label in ("move_left", "move_right"):
+    if inst.label in ("move_left", "move_right") and inst.ratchet > 0:
+        cx = _ratchet_x(inst, frame)
+    elif inst.label in ("move_left", "move_right"):
         total = _envelope_integral(1.0, inst.ramp_in, inst.ramp_out)
         cx = inst.x_from + (inst.x_to - inst.x_from) * _envelope_integral(p, inst.ramp_in, inst.ramp_out) / total
     elif inst.label == "pulse":

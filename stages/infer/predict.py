@@ -77,6 +77,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[TALMo
     cfg = dict(info["model_cfg"])
     if cfg.get("mode") == "losa" and "short_mode" not in cfg:
         cfg["short_mode"] = "pooled"  # runs from before short_mode existed have the first short adapter
+    if cfg.get("mode") == "losa" and "short_pool" not in cfg:
+        cfg["short_pool"] = "mean"  # runs from before short_pool existed pool the cells by their mean
     if cfg.get("mode") == "losa" and "long_context" not in cfg:
         # runs from before long_context existed: bound the long-range adapter to their training window
         cfg["long_context"] = (info.get("train_cfg") or {}).get("max_seq_len")

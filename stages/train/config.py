@@ -40,6 +40,10 @@ class TrainConfig:
     batch_size: int = knob(2, "Videos per optimisation step.", ge=1)
     lr: float = knob(1e-4, "Peak AdamW learning rate.", gt=0)
     weight_decay: float = knob(0.05, "AdamW weight decay (weights of Linear/Conv layers only).", ge=0)
+    adapter_lr_scale: float = knob(
+        1.0, "Learning rate of the adapters and the fusion (everything outside the ActionFormer head) as a "
+             "multiple of lr; the warm-up and cosine apply to both (AdaTAD trains its side adapters at 2x).",
+        gt=0)
     warmup_epochs: int = knob(5, "Linear warm-up epochs.", ge=0)
     schedule: Literal["cosine", "constant"] = knob("cosine", "Learning-rate schedule after the warm-up.")
     min_lr_ratio: float = knob(0.0, "Cosine floor as a fraction of lr.", ge=0, le=1)

@@ -164,6 +164,31 @@ def test_param_groups_cover_every_parameter_once(case: dict) -> None:
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
 
 
+@pytest.mark.parametrize("case", [{"mode": "losa"}, {"mode": "side"}, {"mode": "head-only"}],
+                         ids=lambda c: c["mode"])
+def test_param_groups_with_adapter_lr(case: dict) -> None:
+    model = TALModel(_cfg(**case))
+    plain = model.param_groups(weight_decay=0.05)
+    groups = model.param_groups(weight_decay=0.05, adapter_lr=3e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+    head = {id(p) for p in model.head.parameters()}
+    for g in groups:  # a group is all head (optimiser lr) or all adapters/fusion (adapter_lr)
+        in_head = {id(p) in head for p in g["params"]}
+        assert len(in_head) == 1
+        assert g.get("lr") == (None if in_head == {True} else 3e-3)
+    # the same decay split as without adapter_lr
+    decays = {id(p) for g in plain if g["weight_decay"] for p in g["params"]}
+    assert decays == {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    if case["mode"] == "head-only":
+        assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    else:
+        assert [(g["weight_decay"], "lr" in g) for g in groups] == [(0.05, False), (0.0, False),
+                                                                    (0.05, True), (0.0, True)]
+    opt = torch.optim.AdamW(groups, lr=1e-4)  # torch accepts the layout; per-group lr kept
+    assert sorted({g["lr"] for g in opt.param_groups}) == ([1e-4] if case["mode"] == "head-only" else [1e-4, 3e-3])
+
+
 @pytest.mark.parametrize("case", [{"mode": "losa"}, {"mode": "side"}], ids=lambda c: c["mode"])
 def test_three_steps_decrease_loss(case: dict) -> None:
     torch.manual_seed(0)

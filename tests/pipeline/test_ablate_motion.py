@@ -25,6 +25,12 @@ def test_pooled_short_adapter_variants_exist() -> None:
     assert pooled and all("train.short_mode=pooled" in sets for sets in pooled)
 
 
+def test_short_query_and_adapter_lr_variants_exist() -> None:
+    sets = dict(VARIANTS)
+    assert "train.short_pool=mean" in sets["LoSA (mean short query)"]
+    assert "train.adapter_lr_scale=1" in sets["LoSA (adapter lr 1x)"]
+
+
 def test_pair_column_mean_and_std() -> None:
     runs = [{"pair_accuracy": {"move_left+move_right": {"accuracy": a}}} for a in (0.9, 0.8, 1.0)]
     assert pair_column(runs) == "90.0 ± 10.0"

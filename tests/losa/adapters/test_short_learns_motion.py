@@ -36,12 +36,14 @@ def motion_batch(n: int, gen: torch.Generator, pattern: torch.Tensor) -> tuple[t
     return x.reshape(n, T, T_SUB * GRID * GRID, C), y
 
 
-def held_out_accuracy(mode: str, short_mode: str = "spacetime", seed: int = 0, steps: int = 200) -> float:
+def held_out_accuracy(mode: str, short_mode: str = "spacetime", seed: int = 0, steps: int = 200,
+                      short_pool: str = "cells") -> float:
     gen = torch.Generator().manual_seed(seed)
     pattern = torch.randn(C, generator=gen) * 1.5
     cfg = LoSAConfig(
         mode=mode, tapped_layers=(1,), last_layer=2, channels=C, cells=T_SUB * GRID * GRID, grid=GRID,
         t_sub=T_SUB, num_classes=2, adapters="short", adapter_dim=16, short_window=1, short_mode=short_mode,
+        short_pool=short_pool,
     )
     torch.manual_seed(seed)
     model, clf = TALModel(cfg), torch.nn.Linear(C, 2)

@@ -95,6 +95,36 @@ def test_spacetime_tells_mirror_and_reversed_order_apart() -> None:
     torch.testing.assert_close(pooled(m1, mask), pooled(x1, mask), rtol=0, atol=1e-5)
 
 
+def test_cell_pool_starts_as_the_mean_and_reads_cell_positions() -> None:
+    """``pool="cells"`` equals the mean at initialisation; with the conv block and the position
+    embeddings switched off (every token treated alike) the mean query makes the whole adapter blind
+    to a column mirror, learned per-cell weights do not."""
+    torch.manual_seed(0)
+    t_sub, grid = 2, 2
+    x, mask = torch.randn(2, 6, t_sub * grid * grid, C), torch.ones(2, 6, dtype=torch.bool)
+    cells = ShortRangeAdapter(C, D, heads=2, window=1, grid=grid, t_sub=t_sub, pool="cells").eval()
+    mean = ShortRangeAdapter(C, D, heads=2, window=1, grid=grid, t_sub=t_sub, pool="mean").eval()
+    assert "pool_weight" not in dict(mean.named_parameters())
+    mean.load_state_dict({k: v for k, v in cells.state_dict().items() if k != "pool_weight"})
+    torch.testing.assert_close(cells(x, mask), mean(x, mask), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        for ad in (cells, mean):
+            ad.pwconv.weight.zero_(); ad.pwconv.bias.zero_()
+            for p in (ad.pos_slot, ad.pos_row, ad.pos_col):
+                p.zero_()
+        cells.pool_weight.add_(0.1 * torch.randn_like(cells.pool_weight))
+    mirror = _layout(x, t_sub, grid).flip(4).reshape(x.shape)
+    torch.testing.assert_close(mean(mirror, mask), mean(x, mask), rtol=0, atol=1e-5)
+    assert (cells(mirror, mask) - cells(x, mask)).abs().amax() > 1e-3
+
+
+def test_unknown_pool_is_one_line_error() -> None:
+    from losa.errors import LosaError
+
+    with pytest.raises(LosaError, match="pool must be one of cells, mean"):
+        ShortRangeAdapter(C, D, heads=2, window=1, grid=2, t_sub=2, pool="max")
+
+
 def _saved_mib(ad: ShortRangeAdapter, x: torch.Tensor, mask: torch.Tensor) -> float:
     """MiB held for backward (distinct storages) by one training forward."""
     storages: dict[int, int] = {}

@@ -174,11 +174,12 @@ def _moves(plans):
     return [(p, a) for p in plans for a in p.actions if a.label in ("move_left", "move_right")]
 
 
-def test_left_right_are_time_reversals_of_each_other() -> None:
-    plans = plan_demo(num_videos=24, seed=3, fps=15, size=112)
+def test_slides_left_right_are_time_reversals_of_each_other() -> None:
+    plans = plan_demo(num_videos=24, seed=3, fps=15, size=112, move="slide")
     moves = _moves(plans)
     assert {a.label for _, a in moves} == {"move_left", "move_right"}
     for p, a in moves:
+        assert a.ratchet == 0
         m = _mirror(a)
         for f in range(a.start, a.end):
             fwd = object_state(a, f, p.fps)
@@ -186,16 +187,51 @@ def test_left_right_are_time_reversals_of_each_other() -> None:
             assert np.allclose(fwd, back, atol=1e-9), (p.video_id, a.label, f)
 
 
-def test_left_right_single_frame_statistics_match_but_motion_differs() -> None:
-    plans = plan_demo(num_videos=200, seed=11, fps=15, size=112)
+def test_ratchet_left_right_are_mirror_images_frame_by_frame() -> None:
+    plans = plan_demo(num_videos=24, seed=3, fps=15, size=112)  # move="ratchet" is the default
+    moves = _moves(plans)
+    assert {a.label for _, a in moves} == {"move_left", "move_right"}
+    for p, a in moves:
+        flip = {"move_left": "move_right", "move_right": "move_left"}[a.label]
+        m, c = dataclasses.replace(a, label=flip, x_from=a.x_to, x_to=a.x_from), 0.5 * (a.x_from + a.x_to)
+        for f in range(a.show, a.hide):
+            fwd, other = object_state(a, f, p.fps), object_state(m, f, p.fps)
+            assert np.isclose(fwd[0] + other[0], 2 * c, atol=1e-9), (p.video_id, a.label, f)
+            assert np.allclose(fwd[1:], other[1:], atol=1e-9)
+
+
+def test_ratchet_steps_one_way_inside_every_clip_and_never_drifts() -> None:
+    plans = plan_demo(num_videos=24, seed=3, fps=15, size=112)
+    periods = level = 0
+    for p, a in _moves(plans):
+        assert (a.ratchet, a.hold) == (8, 2)
+        assert abs(a.x_to - a.x_from) >= 0.5 * p.size - 1e-9
+        c, sign = 0.5 * (a.x_from + a.x_to), (1 if a.label == "move_right" else -1)
+        for f0 in range(a.start + (-a.start) % 16, a.end - 15, 16):  # clips aligned with the periods
+            x = np.array([object_state(a, f, p.fps)[0] for f in range(f0, f0 + 16)])
+            assert np.allclose(x[0::2], x[1::2])  # one position per 2-frame tubelet
+            assert (sign * np.diff(x[0::2]) > 0).all(), (p.video_id, a.label, f0)  # one way, no snap inside
+            periods += 1
+        if a.ramp_in == 0 and a.ramp_out == 0:  # full excursion throughout: every window averages to c
+            for f0 in range(a.start, a.end - 15):
+                x = [object_state(a, f, p.fps)[0] for f in range(f0, f0 + 16)]
+                assert np.isclose(np.mean(x), c, atol=1e-9), (p.video_id, a.label, f0)
+                level += 1
+    assert periods > 50 and level > 100
+
+
+@pytest.mark.parametrize("move", ["ratchet", "slide"])
+def test_left_right_single_frame_statistics_match_but_motion_differs(move: str) -> None:
+    plans = plan_demo(num_videos=200, seed=11, fps=15, size=112, move=move)
     xs: dict[str, list[float]] = {"move_left": [], "move_right": []}
     radius: dict[str, list[float]] = {"move_left": [], "move_right": []}
     bright: dict[str, list[float]] = {"move_left": [], "move_right": []}
     for p, a in _moves(plans):
         states = np.array([object_state(a, f, p.fps) for f in range(a.start, a.end)])
-        disp = states[-1, 0] - states[0, 0]
-        assert np.sign(disp) == (1 if a.label == "move_right" else -1), (p.video_id, a.label)
-        assert abs(disp) > 0.2 * p.size
+        if move == "slide":
+            disp = states[-1, 0] - states[0, 0]
+            assert np.sign(disp) == (1 if a.label == "move_right" else -1), (p.video_id, a.label)
+            assert abs(disp) > 0.2 * p.size
         assert np.allclose(states[:, 1], a.y)  # purely horizontal
         xs[a.label].extend(states[:, 0])
         radius[a.label].append(a.radius)
@@ -213,9 +249,10 @@ def test_left_right_single_frame_statistics_match_but_motion_differs() -> None:
     assert 0.5 * np.abs(hl - hr).sum() < 0.1
 
 
-def test_rendered_object_moves_in_the_labelled_direction() -> None:
+@pytest.mark.parametrize("move", ["ratchet", "slide"])
+def test_rendered_object_moves_in_the_labelled_direction(move: str) -> None:
     cols = np.arange(SMALL["size"])
-    for p in plan_demo(**SMALL):
+    for p in plan_demo(**SMALL, move=move):
         _, masks = render_video(p, return_masks=True)
         visible = np.zeros(p.num_frames, dtype=bool)
         for a in p.actions:
@@ -227,10 +264,16 @@ def test_rendered_object_moves_in_the_labelled_direction() -> None:
             return float((m * cols).sum() / m.sum())
 
         for a in p.actions:
-            if a.label in ("move_left", "move_right"):
-                disp = cx(a.end - 1) - cx(a.start)
-                assert (disp > 0) == (a.label == "move_right"), (p.video_id, a.label, disp)
-                assert abs(disp) > 0.2 * p.size
+            if a.label not in ("move_left", "move_right"):
+                continue
+            if move == "slide":
+                first, last = a.start, a.end - 1
+            else:  # the period nearest the middle of the action, first vs last tubelet
+                first = (a.start + a.end) // 2 // 16 * 16
+                last = first + 14
+            disp = cx(last) - cx(first)
+            assert (disp > 0) == (a.label == "move_right"), (p.video_id, a.label, disp)
+            assert abs(disp) > 0.2 * p.size
 
 
 # ------------------------------------------------------------------------------ errors and CLI
