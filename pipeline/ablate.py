@@ -112,7 +112,9 @@ def run_queue(jobs_plan: list[tuple[str, list[str], str]], jobs: int = 1,
     """Queue every planned experiment, run the queue, read ``dvc exp show --json``.
 
     Returns (baseline row, experiments by name, wall seconds of the run).  If queueing fails, the
-    experiments this call queued are removed from the queue again."""
+    experiments this call queued are removed from the queue again.  The experiments are read back
+    from the commit they were queued on, so a commit made while the queue runs does not hide them."""
+    base_rev = run_dvc(["git", "rev-parse", "HEAD"], cwd).strip()
     queued: list[str] = []
     try:
         for _, sets, name in jobs_plan:
@@ -128,7 +130,7 @@ def run_queue(jobs_plan: list[tuple[str, list[str], str]], jobs: int = 1,
     except RuntimeError as exc:  # a failed experiment: reported per row below, from exp show
         click.echo(str(exc).splitlines()[0], err=True)
     seconds = time.perf_counter() - t0
-    baseline, exps = parse_exp_show(run_dvc(show_command(), cwd))
+    baseline, exps = parse_exp_show(run_dvc(show_command(base_rev), cwd))
     return baseline, {e.name: e for e in exps}, seconds
 
 

@@ -62,9 +62,10 @@ def run_all_command(jobs: int = 1) -> list[str]:
     return ["dvc", "exp", "run", "--run-all", "--jobs", str(int(jobs))]
 
 
-def show_command() -> list[str]:
-    """``dvc exp show --json``: the workspace, the baseline commit and its experiments as JSON."""
-    return ["dvc", "exp", "show", "--json"]
+def show_command(rev: str | None = None) -> list[str]:
+    """``dvc exp show --json``: the workspace, the baseline commit and its experiments as JSON;
+    ``rev``: the experiments of that baseline commit (``--rev``), wherever HEAD is now."""
+    return ["dvc", "exp", "show", "--json", *([] if rev is None else ["--rev", rev])]
 
 
 def run_dvc(cmd: Sequence[str], cwd: str | Path | None = None) -> str:

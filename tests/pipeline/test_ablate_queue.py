@@ -104,6 +104,7 @@ def test_commands():
         "--set-param", "train.seed=3"]
     assert run_all_command(2) == ["dvc", "exp", "run", "--run-all", "--jobs", "2"]
     assert show_command() == ["dvc", "exp", "show", "--json"]
+    assert show_command("abc123") == ["dvc", "exp", "show", "--json", "--rev", "abc123"]
     with pytest.raises(ValueError, match="KEY=VALUE"):
         queue_command("abl-x", ["train.model"])
     assert exp_name("abl", "LoSA (layer 2 only)", "s7", "20261203-1015") == "abl-losa-layer-2-only-s7-20261203-1015"
@@ -168,6 +169,17 @@ def test_queue_run_keeps_uncommitted_edits(tmp_path, monkeypatch):
     variants = [("head-only", ["train.model=head-only"]), ("side", ["train.model=side"]),
                 ("broken", ["train.model=broken"])]
     jobs = ablate.plan(variants, holdout=0.25, tag="t")  # keys absent from params.yaml: added by ++
+    real_run = ablate.run_dvc
+
+    def commit_while_running(cmd, cwd=None):  # the user commits something while the queue runs
+        out = real_run(cmd, cwd)
+        if "--run-all" in cmd:
+            (proj / "later.txt").write_text("committed during the run\n")
+            _sh(proj, "git", "add", "later.txt")
+            _sh(proj, "git", "commit", "-q", "-m", "later", "--", "later.txt")
+        return out
+
+    monkeypatch.setattr(ablate, "run_dvc", commit_while_running)
     baseline, exps, _ = ablate.run_queue(jobs, jobs=1)
     assert params.read_text() == edited and (proj / "notes.txt").read_text() == "untracked work\n"
     assert _sh(proj, "git", "status", "--porcelain").split() == ["M", "params.yaml", "??", "notes.txt"]
