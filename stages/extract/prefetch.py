@@ -26,6 +26,7 @@ class BackgroundIterator:
         self._iterator = iter(iterator)
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="decode", daemon=True)
         self._thread.start()
 
@@ -46,6 +47,13 @@ class BackgroundIterator:
             self._put((True, self._END))
         except BaseException as exc:  # forwarded to the consumer
             self._put((False, exc))
+        finally:
+            self._finished.set()
+
+    @property
+    def finished(self) -> bool:
+        """The producer has stopped: every item (or its error) is queued, or it was closed."""
+        return self._finished.is_set()
 
     def __iter__(self):
         while True:

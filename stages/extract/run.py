@@ -1,6 +1,8 @@
 """Extraction stage: videos → frozen VideoMAEv2 block activations in a resumable Zarr store.
 
-Per video: claim (file lock) → probe → decode in a background thread (prefetch 2 batches) →
+Per video: claim (file lock) → probe and decode in a background thread (prefetch 2 batches; the
+next video's reader starts as soon as the current file is read, so its probe and first batches overlap
+the current video's last forward passes) →
 backbone forward under `torch.inference_mode()` → `pool_tokens` → cast to the store dtype → a
 writer thread writes whole time chunks → atomic commit with the centre time of every step.
 A video that fails (unreadable file, decoder error, ...) is recorded under `failures/` and the run
@@ -14,6 +16,7 @@ writer thread `writer.py` (their public names are re-exported here).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -100,61 +103,82 @@ def _checkpoint_sha(cfg: ExtractConfig) -> str | None:
     return sha256_file(cfg.checkpoint) if cfg.checkpoint is not None else None
 
 
-def _extract_one(
-    store, item: VideoItem, encoder: ClipEncoder, cfg: ExtractConfig, decode_threads: int
-) -> int:
-    """Extract one claimed video into the store; returns its number of clips."""
-    t_start = time.perf_counter()
+def _decode_video(item: VideoItem, cfg: ExtractConfig, threads: int):
+    """Everything read from one video file, in order: ``(info, frame start times)``, then its frame
+    batches (`iter_frame_batches`).  Run in a `BackgroundIterator`, so the probe and the decoding
+    can start while the previous video is still being encoded."""
     info: VideoInfo = probe_video(item.path)
-    starts = cfg.sampling.clip_starts(info.num_frames)
-    # clip centres: frame rate, or presentation timestamps for variable-frame-rate files
-    timed = step_times(starts, cfg.sampling.span(), info.num_frames, info.fps,
-                       frame_start_times(item.path, info.num_frames))
-    times = np.asarray(timed.times, dtype=np.float64)
-    num_steps = len(starts)
-    writer = store.begin_video(
-        item.video_id,
-        layers=cfg.all_layers,
-        cells=cfg.cells,
-        channels=cfg.backbone.embed_dim,
-        num_steps=num_steps,
-        dtype=cfg.store_dtype,
-        chunk_steps=cfg.chunk_steps,
-        features=_stored_features(cfg),
-    )
-    try:
-        batches = BackgroundIterator(
-            iter_frame_batches(item.path, cfg.sampling, cfg.resolution, cfg.resize,
-                               cfg.batch_clips, info=info, threads=decode_threads),
-            prefetch=2,
+    yield info, frame_start_times(item.path, info.num_frames)
+    yield from iter_frame_batches(item.path, cfg.sampling, cfg.resolution, cfg.resize, cfg.batch_clips,
+                                  info=info, threads=threads)
+
+
+def start_decoding(item: VideoItem, cfg: ExtractConfig, threads: int) -> BackgroundIterator:
+    """A background reader of `item` (:func:`_decode_video`, prefetch 2 batches); close it when unused."""
+    return BackgroundIterator(_decode_video(item, cfg, threads), prefetch=2)
+
+
+def _extract_one(
+    store, item: VideoItem, encoder: ClipEncoder, cfg: ExtractConfig, decode_threads: int,
+    reader: BackgroundIterator | None = None, on_decoded=None,
+) -> int:
+    """Extract one claimed video into the store; returns its number of clips.
+
+    ``reader``: this video's `start_decoding`, started ahead by the caller (else started here); it
+    is closed either way.  ``on_decoded()`` is called once, from this thread, as soon as the reader
+    has read the whole file (its last batches still to encode): the caller starts reading the next
+    video then, so that video's probe and first batches overlap this one's last forward passes."""
+    t_start = time.perf_counter()
+    reader = reader if reader is not None else start_decoding(item, cfg, decode_threads)
+    with reader:
+        batches = iter(reader)
+        info, frame_times = next(batches)  # the probe's errors are raised here, for this video
+        starts = cfg.sampling.clip_starts(info.num_frames)
+        # clip centres: frame rate, or presentation timestamps for variable-frame-rate files
+        timed = step_times(starts, cfg.sampling.span(), info.num_frames, info.fps, frame_times)
+        times = np.asarray(timed.times, dtype=np.float64)
+        num_steps = len(starts)
+        writer = store.begin_video(
+            item.video_id,
+            layers=cfg.all_layers,
+            cells=cfg.cells,
+            channels=cfg.backbone.embed_dim,
+            num_steps=num_steps,
+            dtype=cfg.store_dtype,
+            chunk_steps=cfg.chunk_steps,
+            features=_stored_features(cfg),
         )
-        with batches, ChunkedWriter(writer, num_steps, cfg.chunk_steps) as sink:
-            for t0, frames, index in batches:
-                sink.put(t0, encoder.encode(frames, index))
-        if sink.rows_written != num_steps:
-            raise VideoError(f"{item.path}: decoded {sink.rows_written} of {num_steps} clips")
-        writer.commit(times, {
-            "source": os.path.abspath(item.path),
-            "fps": info.fps,
-            "num_frames": info.num_frames,
-            "duration": timed.duration,
-            "num_steps": num_steps,
-            "timing": timed.timing,  # "fps": frame index / fps; "pts": decoder timestamps (VFR)
-            "extra": {
-                "width": info.width,
-                "height": info.height,
-                "device": encoder.device_name,
-                "precision": encoder.precision,
-                "decoder": backend_name(),
-                # where the weights were read from (not provenance: moving the file must not
-                # invalidate the store; the sha256 in provenance is what identifies them)
-                "checkpoint_path": os.path.abspath(cfg.checkpoint) if cfg.checkpoint else None,
-                "seconds": round(time.perf_counter() - t_start, 3),
-            },
-        })
-    except BaseException:
-        writer.abort()
-        raise
+        try:
+            with ChunkedWriter(writer, num_steps, cfg.chunk_steps) as sink:
+                for t0, frames, index in batches:
+                    sink.put(t0, encoder.encode(frames, index))
+                    if on_decoded is not None and reader.finished:
+                        on_decoded()
+                        on_decoded = None
+            if sink.rows_written != num_steps:
+                raise VideoError(f"{item.path}: decoded {sink.rows_written} of {num_steps} clips")
+            writer.commit(times, {
+                "source": os.path.abspath(item.path),
+                "fps": info.fps,
+                "num_frames": info.num_frames,
+                "duration": timed.duration,
+                "num_steps": num_steps,
+                "timing": timed.timing,  # "fps": frame index / fps; "pts": decoder timestamps (VFR)
+                "extra": {
+                    "width": info.width,
+                    "height": info.height,
+                    "device": encoder.device_name,
+                    "precision": encoder.precision,
+                    "decoder": backend_name(),
+                    # where the weights were read from (not provenance: moving the file must not
+                    # invalidate the store; the sha256 in provenance is what identifies them)
+                    "checkpoint_path": os.path.abspath(cfg.checkpoint) if cfg.checkpoint else None,
+                    "seconds": round(time.perf_counter() - t_start, 3),
+                },
+            })
+        except BaseException:
+            writer.abort()
+            raise
     return num_steps
 
 
@@ -200,8 +224,21 @@ def _worker_loop(
 
         bar = tqdm(total=len(order), unit="video", position=worker, leave=workers == 1,
                    desc=f"extract[{worker}]" if workers > 1 else "extract", dynamic_ncols=True)
+    # the next video's reader, started while the current one's last batches are encoded (read-only:
+    # taken before that video's claim, closed unused when it turns out done or busy)
+    ahead: dict[int, BackgroundIterator] = {}
+
+    def read_ahead(pos: int) -> None:
+        if pos < len(order) and pos not in ahead:
+            try:
+                if not store.is_complete(order[pos].video_id):
+                    ahead[pos] = start_decoding(order[pos], cfg, decode_threads)
+            except Exception:  # noqa: BLE001 - that video's own turn reports it
+                pass
+
     try:
-        for item in order:
+        for pos, item in enumerate(order):
+            reader = ahead.pop(pos, None)
             try:
                 if store.is_complete(item.video_id):
                     summary.skipped_existing += 1
@@ -212,12 +249,16 @@ def _worker_loop(
                         else:
                             if encoder is None:  # built lazily: a finished store costs no model load
                                 encoder = _build_encoder(cfg)
-                            summary.clips += _extract_one(store, item, encoder, cfg, decode_threads)
+                            summary.clips += _extract_one(store, item, encoder, cfg, decode_threads, reader,
+                                                          functools.partial(read_ahead, pos + 1))
                             summary.done += 1
             except _SetupFailure as exc:  # not the video's fault: stop with the encoder's error
                 raise exc.error from None
             except Exception as exc:  # one bad video (or name) must not stop the run
                 summary.stopped = record_video_failure(store, item.video_id, item.path, exc, summary)
+            finally:
+                if reader is not None:  # idempotent: already closed when it was used
+                    reader.close()
             if summary.stopped:
                 break
             if bar is not None:
@@ -226,6 +267,8 @@ def _worker_loop(
                                 failed=summary.failed, refresh=False)
                 bar.update(1)
     finally:
+        for reader in ahead.values():
+            reader.close()
         if bar is not None:
             bar.close()
     summary.seconds = time.perf_counter() - t_start
