@@ -205,10 +205,10 @@ class TALModel(nn.Module):
                 adapter = adapter_lr is not None and id(p) not in head
                 groups.setdefault((adapter, decays), []).append(p)
         out = []
-        for adapter in (False, True):
+        for adapter in ((False,) if adapter_lr is None else (False, True)):
             for decays in (True, False):
                 params = groups.get((adapter, decays), [])
-                if not params and (adapter or adapter_lr is not None):
+                if not params and adapter_lr is not None:  # the plain two groups stay, even empty
                     continue
                 group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
                 if adapter:

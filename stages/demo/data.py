@@ -8,9 +8,10 @@ texture plus static look-alike distractor shapes, see `CLUTTER`) and 2–5 non-o
 * ``move_left`` / ``move_right`` — the object moves horizontally across the frame centre: by default
   (``move="ratchet"``) it steps through 8 positions, one per 2-frame tubelet, snaps back and repeats
   every 16 frames, so the direction lives only inside a clip (a clip's time average is the same for
-  both directions and does not drift); ``move="slide"`` slides it once across.  The two classes are
-  exact time reversals of each other (same position, size, shape and colour distributions), so no
-  single frame tells them apart; only the direction of motion does.
+  both directions and does not drift); ``move="slide"`` slides it once across.  The two classes have
+  the same position, size, shape and colour distributions (ratchets: mirror images of each other about
+  the travel's centre, frame by frame; slides: exact time reversals), so no single frame tells them
+  apart; only the direction of motion does.
 * ``pulse`` — the object's size oscillates;  ``flash`` — its brightness flickers;
   ``spin`` — it rotates.  Each of these three also has its own hue band, as real classes usually
   differ in appearance as well as in motion.
@@ -126,7 +127,7 @@ def _object_style(rng: np.random.Generator, size: int, radius: tuple[float, floa
 
 def _sample_action(
     rng: np.random.Generator, label: str, start: int, end: int, idle: tuple[int, int], fps: float, size: int,
-    clutter: str = "high", move: str = "slide",
+    clutter: str = "high", move: str = "ratchet",
 ) -> ActionInstance:
     """Random instance of `label` over frames [start, end); idle = free frames before/after."""
     style = ACTION_STYLE
@@ -174,7 +175,7 @@ def _capacity(num_frames: int, dmin: int, gmin: int) -> int:
 
 def _plan_video(
     index: int, subset: str, labels: list[str], num_frames: int, seed: int, fps: float, size: int,
-    clutter: str = "high", move: str = "slide",
+    clutter: str = "high", move: str = "ratchet",
 ) -> VideoPlan:
     rng = np.random.default_rng([seed, index])
     dmin, dmax = math.ceil(MIN_ACTION_S * fps), math.floor(MAX_ACTION_S * fps)

@@ -176,6 +176,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         collate_fn=Collate(model.head.strides[-1]), pin_memory=device.type == "cuda",
     )
     per_epoch = len(loader)
+    # scale 1: the two groups of before (a checkpoint's optimiser state keeps loading on resume)
     adapter_lr = tcfg.lr * tcfg.adapter_lr_scale if tcfg.adapter_lr_scale != 1.0 else None
     optimizer = torch.optim.AdamW(model.param_groups(tcfg.weight_decay, adapter_lr), lr=tcfg.lr)
     schedule = WarmupCosine(tcfg.warmup_epochs * per_epoch, tcfg.epochs * per_epoch, tcfg.schedule,
