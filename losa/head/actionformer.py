@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from losa.head.blocks import LayerNorm, MaskedConv1D, Scale, TransformerBlock
+from losa.head.blocks import LayerNorm, MaskedConv1D, Scale, TransformerBlock, apply_mask
 from losa.head.config import THUMOS_RANGES, HeadConfig  # noqa: F401  (re-exported)
 
 __all__ = ["HeadConfig", "ActionFormerHead", "PredictionHead", "make_points"]
@@ -43,7 +43,13 @@ def make_points(
 
 class PredictionHead(nn.Module):
     """Shared conv tower applied to every pyramid level: ``n_layers - 1`` x (masked conv -> LN -> ReLU)
-    followed by a masked conv to ``out_dim`` channels.  Returns ``[B, out_dim, T_l]`` per level."""
+    followed by a masked conv to ``out_dim`` channels.  Returns ``[B, out_dim, T_l]`` per level.
+
+    The levels share the weights, so they run as *one* sequence: concatenated along time with
+    ``kernel // 2`` zero steps between them, which the convolutions see exactly as the zero padding
+    each level would get on its own, and zeroed again after every layer.  One call per layer
+    instead of one per level and layer; the same values up to float32 rounding.
+    """
 
     def __init__(
         self, in_dim: int, feat_dim: int, out_dim: int, n_layers: int, kernel: int, with_ln: bool
@@ -51,20 +57,48 @@ class PredictionHead(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
+        self.gap = kernel // 2
         for i in range(n_layers - 1):
             self.convs.append(MaskedConv1D(in_dim if i == 0 else feat_dim, feat_dim, kernel, bias=not with_ln))
             self.norms.append(LayerNorm(feat_dim) if with_ln else nn.Identity())
         last_in = feat_dim if n_layers > 1 else in_dim
         self.out = MaskedConv1D(last_in, out_dim, kernel)
 
-    def forward(self, feats: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:
+    def forward(self, feats: Sequence[Tensor], masks: Sequence[Tensor | None]) -> list[Tensor]:
+        if len(feats) == 1:
+            return self._per_level(feats, masks)
+        x, keep = self._concat(feats, masks)
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv.conv(x))) * keep
+        y = self.out.conv(x) * keep
+        outs, pos = [], 0
+        for f in feats:
+            n = f.shape[-1]
+            outs.append(y[..., pos : pos + n])
+            pos += n + self.gap
+        return outs
+
+    def _per_level(self, feats: Sequence[Tensor], masks: Sequence[Tensor | None]) -> list[Tensor]:
         outs = []
         for x, m in zip(feats, masks):
             for conv, norm in zip(self.convs, self.norms):
                 x, _ = conv(x, m)
-                x = F.relu(norm(x)) * m.to(x.dtype)
+                x = apply_mask(F.relu(norm(x)), m)
             outs.append(self.out(x, m)[0])
         return outs
+
+    def _concat(self, feats: Sequence[Tensor], masks: Sequence[Tensor | None]) -> tuple[Tensor, Tensor]:
+        """Levels joined along time with ``gap`` zero steps between them, and the float mask of the
+        joined sequence (valid steps 1, padded steps and gaps 0)."""
+        b, c = feats[0].shape[:2]
+        xs, ks = [], []
+        for i, (f, m) in enumerate(zip(feats, masks)):
+            if i and self.gap:
+                xs.append(f.new_zeros(b, c, self.gap))
+                ks.append(f.new_zeros(b, 1, self.gap))
+            xs.append(f)
+            ks.append(f.new_ones(b, 1, f.shape[-1]) if m is None else m.to(f.dtype))
+        return torch.cat(xs, dim=-1), torch.cat(ks, dim=-1)
 
 
 class ActionFormerHead(nn.Module):
@@ -159,10 +193,14 @@ class ActionFormerHead(nn.Module):
         if pad:
             x = F.pad(x, (0, pad))
             mask = F.pad(mask, (0, pad), value=False)
-        x = x * mask.to(x.dtype)
+        full = mask
+        # an unpadded batch runs without masks (they would multiply by 1); outputs are the same
+        if bool(mask.all()):
+            mask = None
+        x = apply_mask(x, mask)
         for conv, norm in zip(self.embd, self.embd_norm):
             x, _ = conv(x, mask)
-            x = F.relu(norm(x)) * mask.to(x.dtype)
+            x = apply_mask(F.relu(norm(x)), mask)
         for blk in self.stem:
             x, mask = blk(x, mask)
         feats, masks = [x], [mask]
@@ -174,11 +212,11 @@ class ActionFormerHead(nn.Module):
         for f, m, norm in zip(feats, masks, self.fpn_norms):
             if self.neck_proj is not None:
                 f, _ = self.neck_proj(f, m)
-            fpn.append(norm(f) * m.to(f.dtype))
+            fpn.append(apply_mask(norm(f), m))
         cls = self.cls_head(fpn, masks)
         reg = [F.relu(scale(r)) for scale, r in zip(self.scales, self.reg_head(fpn, masks))]
         lengths = self.level_lengths(t)
         cls_out = [c[:, :, :n].transpose(1, 2) for c, n in zip(cls, lengths)]
         reg_out = [r[:, :, :n].transpose(1, 2) for r, n in zip(reg, lengths)]
-        mask_out = [m[:, 0, :n] for m, n in zip(masks, lengths)]
+        mask_out = [full[:, 0, ::s][:, :n] for s, n in zip(self.strides, lengths)]
         return cls_out, reg_out, mask_out
