@@ -35,6 +35,7 @@ from losa.encoder.tokens import pool_tokens
 from stages.data.annotations import load_annotations
 from stages.data.dataset import Collate, StoreDataset
 from stages.extract.config import default_layers
+from stages.train.schedule import fused_adamw
 from stages.demo.synthetic_store import make_synthetic_store
 from stages.infer.predict import model_config_from_store
 from stages.runtime import amp_dtype, autocast_context, resolve_device
@@ -99,7 +100,7 @@ def _time_mode(store: str, annotations: str, mode: str, overrides: Mapping[str, 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     model = TALModel(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.param_groups(0.05), lr=1e-4)
+    opt = torch.optim.AdamW(model.param_groups(0.05), lr=1e-4, fused=fused_adamw(True, device) or None)
     collate = Collate(model.head.strides[-1])
     dtype = amp_dtype(amp, device)
     reads, computes = [], []

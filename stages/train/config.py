@@ -44,6 +44,9 @@ class TrainConfig:
         1.0, "Learning rate of the adapters and the fusion (everything outside the ActionFormer head) as a "
              "multiple of lr; the warm-up and cosine apply to both (AdaTAD trains its side adapters at 2x).",
         gt=0)
+    fused_optimizer: bool = knob(
+        True, "AdamW as PyTorch's fused kernel (one call per step; torch >= 2.4 on CPU, any on CUDA); false: "
+              "the per-parameter loop ActionFormer runs. Same update up to float rounding.")
     warmup_epochs: int = knob(5, "Linear warm-up epochs.", ge=0)
     schedule: Literal["cosine", "constant"] = knob("cosine", "Learning-rate schedule after the warm-up.")
     min_lr_ratio: float = knob(0.0, "Cosine floor as a fraction of lr.", ge=0, le=1)

@@ -34,7 +34,7 @@ from stages.runtime import amp_dtype, autocast_context
 from stages.train.live import CurveLog
 from stages.train.config import TrainConfig
 from stages.train.distributed import Dist, epoch_seed, rng_state, seed_everything, set_rng_state
-from stages.train.schedule import WarmupCosine, make_ema
+from stages.train.schedule import WarmupCosine, fused_adamw, make_ema
 from storage import open_store
 from storage.atomic import atomic_write
 from stages.errors import StageError
@@ -152,7 +152,7 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
         _check_same("model config", ckpt["model_cfg"], mcfg.to_dict(), set())
         _check_same("train config", ckpt["train_cfg"], tcfg.to_dict(),
                     {"epochs", "num_workers", "device", "eval_every", "eval_batch_size", "checkpoint_every",
-                     "cache_features", "cache_max_mb", "nms", "eval_tious"})
+                     "cache_features", "cache_max_mb", "nms", "eval_tious", "fused_optimizer"})
         if list(ckpt["classes"]) != list(ann.classes):
             raise RunDirError("resume: the class list differs from the checkpoint's")
 
@@ -178,7 +178,8 @@ def _fit(store_path: Any, annotations: Any, run_dir: Path, overrides: dict, tcfg
     per_epoch = len(loader)
     # scale 1: the two groups of before (a checkpoint's optimiser state keeps loading on resume)
     adapter_lr = tcfg.lr * tcfg.adapter_lr_scale if tcfg.adapter_lr_scale != 1.0 else None
-    optimizer = torch.optim.AdamW(model.param_groups(tcfg.weight_decay, adapter_lr), lr=tcfg.lr)
+    optimizer = torch.optim.AdamW(model.param_groups(tcfg.weight_decay, adapter_lr), lr=tcfg.lr,
+                                  fused=fused_adamw(tcfg.fused_optimizer, device) or None)
     schedule = WarmupCosine(tcfg.warmup_epochs * per_epoch, tcfg.epochs * per_epoch, tcfg.schedule,
                             tcfg.min_lr_ratio)
     # a plain function is not serialised by LambdaLR, so a resumed run follows its own (maybe longer) schedule

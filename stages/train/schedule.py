@@ -1,6 +1,7 @@
 """How the weights move during training, apart from the optimiser itself: the per-iteration learning-rate
 factor (`WarmupCosine`: linear warm-up, then cosine or constant decay to a floor) and the model EMA
-whose weights are the ones evaluated and exported (`make_ema`, timm's ``ModelEmaV3``).
+whose weights are the ones evaluated and exported (`make_ema`, timm's ``ModelEmaV3``), and whether
+AdamW can run as one fused kernel on this device (`fused_adamw`).
 """
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ import math
 from typing import Any
 
 import torch
+
+
+def fused_adamw(wanted: bool, device: torch.device) -> bool:
+    """Whether AdamW runs fused here: CUDA, or CPU with torch >= 2.4 (older ones: the loop)."""
+    if not wanted:
+        return False
+    if device.type == "cuda":
+        return True
+    major, minor = (int(p) for p in torch.__version__.split(".")[:2])
+    return device.type == "cpu" and (major, minor) >= (2, 4)
 
 
 def make_ema(model: torch.nn.Module, decay: float) -> Any:

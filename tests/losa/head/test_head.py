@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from losa.head.actionformer import ActionFormerHead, HeadConfig
+from losa.head.actionformer import ActionFormerHead, HeadConfig, PredictionHead
 from losa.head.blocks import TransformerBlock, local_attention, masked_max_pool
 from losa.head.losses import TALLoss
 
@@ -129,6 +129,22 @@ def test_padding_never_changes_valid_outputs():
         assert torch.allclose(cls[lvl][1, :k], cls3[lvl][0], atol=1e-5)
         assert torch.allclose(off[lvl][1, :k], off3[lvl][0], atol=1e-5)
         assert torch.allclose(cls[lvl][0], cls4[lvl][0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_towers_run_levels_as_one_sequence_like_level_by_level(kernel):
+    # the levels are joined with kernel // 2 zero steps: what each level's own zero padding gives
+    torch.manual_seed(0)
+    tower = PredictionHead(8, 12, 3, n_layers=3, kernel=kernel, with_ln=True)
+    lengths, valid = [40, 20, 10], [[40, 27], [20, 14], [10, 7]]
+    feats = [torch.randn(2, 8, t) for t in lengths]
+    for masks in ([_mask(v, t) for v, t in zip(valid, lengths)], [None, None, None]):
+        feats = [f if m is None else f * m for f, m in zip(feats, masks)]
+        joined = tower(feats, masks)
+        alone = tower._per_level(feats, masks)
+        for a, b in zip(joined, alone):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+            assert a.shape == b.shape
 
 
 def test_bad_inputs_raise():
