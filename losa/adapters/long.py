@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from losa.adapters.common import MLP, check_tokens, guard_empty_rows, sinusoidal_positions
+from losa.adapters.common import MLP, check_tokens, guard_empty_rows, norm_linear, sinusoidal_positions
 from losa.errors import LosaError
 
 
@@ -124,7 +124,7 @@ class LongRangeAdapter(nn.Module):
     def _mix(self, x: Tensor, mask: Tensor) -> Tensor:
         """The transformer layer over per-step tokens ``x [B, T, C]`` -> ``[B, T, d]``."""
         b, t = mask.shape
-        h = self.in_proj(self.in_norm(x))  # [B, T, d]
+        h = norm_linear(x, self.in_norm, self.in_proj)  # in_proj(in_norm(x)) [B, T, d], affine folded
         a = self.attn_norm(h)
         pe = sinusoidal_positions(t, self.dim, device=a.device, dtype=a.dtype)
         q, k = self.qk(a + pe).chunk(2, dim=-1)

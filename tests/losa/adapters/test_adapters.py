@@ -173,6 +173,24 @@ def test_fusion_learns_and_masks(mode: str) -> None:
     assert torch.equal(out[~mask], torch.zeros_like(out[~mask]))
 
 
+@pytest.mark.parametrize("mode", ["gated", "sum"])
+def test_fusion_is_the_gated_sum_of_projected_branches(mode: str) -> None:
+    # computed as one matmul with the gates folded into the stacked projections
+    torch.manual_seed(0)
+    fusion = LongShortGatedFusion(C, D, n_layers=3, mode=mode)
+    if mode == "gated":
+        with torch.no_grad():
+            fusion.gates.normal_()
+    base, mask, outs = _tokens(1)[:, :, 0], _mask(), _branch_outputs(3)
+    want = base.clone()
+    flat = [o[b] for o in outs for b in ("long", "short")]
+    for i, (proj, a) in enumerate(zip(fusion.proj, flat)):
+        want = want + (fusion.gates[i] if mode == "gated" else 1.0) * proj(a)
+    got = fusion(base, outs, mask)
+    torch.testing.assert_close(got[mask], want[mask], rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[~mask], torch.zeros_like(got[~mask]))
+
+
 def test_fusion_single_branch_and_validation() -> None:
     fusion = GatedFusion(C, D, n_layers=2, branches=("long",))
     base, mask = _tokens(1)[:, :, 0], _mask()
