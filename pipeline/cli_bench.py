@@ -81,6 +81,8 @@ class BenchExtract:
     precision: Literal[PRECISIONS] = knob(PRECISIONS[0], "Compute precision (auto: bf16 on CUDA, fp32 on CPU).")
     device: str = knob("auto", "auto, cpu, cuda, cuda:N.")
     peak_tflops: float | None = knob(None, "Accelerator peak (dense) to report MFU against.", gt=0)
+    rounds: int = knob(1, "Interleaved rounds of backbone-only and full extraction (order reversed every other "
+                          "round); rates and full / backbone are medians over them.", ge=1)
     out: Path | None = knob(None, "Also write the report (.json or .md).")
 
 
@@ -139,7 +141,7 @@ def main() -> None:
 def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers: str | None,
             num_videos: int, seconds: float, video_size: int | None, resolution: int, frames: int,
             clip_stride: int, batch_clips: int, store_dtype: str, precision: str, device: str,
-            peak_tflops: float | None, out: Path | None) -> None:
+            peak_tflops: float | None, rounds: int, out: Path | None) -> None:
     """Decode-only vs backbone-only vs full extraction clips/s on the same videos and model."""
     from losa.encoder.sampling import ClipSampling
     from pipeline.cli_extract import parse_layers
@@ -158,7 +160,7 @@ def extract(video_dir: Path | None, preset: str, checkpoint: Path | None, layers
         cfg.layers = parse_layers(layers) if layers is not None else default_layers(cfg.backbone.depth)
         cfg.validate()
         result = bench_extract(cfg, videos=video_dir, num_videos=num_videos, seconds=seconds,
-                               video_size=video_size, peak_tflops=peak_tflops)
+                               video_size=video_size, peak_tflops=peak_tflops, rounds=rounds)
     except Exception as exc:
         if not is_user_error(exc):
             raise  # a bug: keep the traceback

@@ -2,7 +2,7 @@
 
 `VideoWriter` creates the video's arrays (``layer_XX`` [T, cells, C] in the store dtype, named
 features [T, C] float32, all with the store codec `COMPRESSOR`) as a standalone group under
-``_tmp/<key>/``, takes row blocks in any order with full validation, and `commit` writes the step
+``_tmp/<key>/`` (in `prepare`, on the first write at the latest), takes row blocks in any order with full validation, and `commit` writes the step
 times and attrs and publishes the group atomically through its store.  `write_video` claims,
 writes and commits a whole in-memory video in one call.
 """
@@ -62,41 +62,54 @@ class VideoWriter:
         self.layers, self.dtype = sorted(layer_list), dtype
         self.cells, self.channels, self.num_steps = int(cells), int(channels), int(num_steps)
         self.tmp = store.path / "_tmp" / key
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self._group = zarr.open_group(self.tmp, mode="w")
-        chunks = (min(int(chunk_steps), self.num_steps), self.cells, self.channels)
-        self._arrays = {
-            layer: self._group.create_array(
-                name,
-                shape=(self.num_steps, self.cells, self.channels),
-                chunks=chunks,
-                dtype=STORE_DTYPES[dtype],
-                compressors=COMPRESSOR,
-                fill_value=0,
-                attributes={"dtype": dtype, "layer": layer},
-            )
-            for layer, name in zip(layer_list, names, strict=True)
-        }
+        self._chunk_steps = int(chunk_steps)
+        self._names = dict(zip(layer_list, names, strict=True))
         self.features = {str(k): int(v) for k, v in sorted((features or {}).items())}
         for name, width in self.features.items():
             if width < 1:
                 raise self._error(f"feature {name!r}: channels must be >= 1, got {width}")
-            self._arrays[name] = self._group.create_array(
+        self._group: zarr.Group | None = None
+        self._arrays: dict[int | str, zarr.Array] = {}
+        self._written = {k: np.zeros(self.num_steps, dtype=bool) for k in [*layer_list, *self.features]}
+        self.state = "open"
+
+    def prepare(self) -> None:
+        """Create the video's group and arrays under ``_tmp/<key>`` (replacing leftovers of an
+        interrupted run).  Idempotent; `write` and `commit` call it first.  Calling it early from
+        the thread that will write (extraction's writer thread) keeps its metadata writes off the
+        caller's path."""
+        self._check_open()
+        if self._group is not None:
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        group = zarr.open_group(self.tmp, mode="w")
+        chunk = min(self._chunk_steps, self.num_steps)
+        for layer, name in self._names.items():
+            self._arrays[layer] = group.create_array(
+                name,
+                shape=(self.num_steps, self.cells, self.channels),
+                chunks=(chunk, self.cells, self.channels),
+                dtype=STORE_DTYPES[self.dtype],
+                compressors=COMPRESSOR,
+                fill_value=0,
+                attributes={"dtype": self.dtype, "layer": layer},
+            )
+        for name, width in self.features.items():
+            self._arrays[name] = group.create_array(
                 feature_array_name(name),
                 shape=(self.num_steps, width),
-                chunks=(min(int(chunk_steps), self.num_steps), width),
+                chunks=(chunk, width),
                 dtype=STORE_DTYPES[FEATURE_DTYPE],
                 compressors=COMPRESSOR,
                 fill_value=0,
                 attributes={"dtype": FEATURE_DTYPE, "feature": name},
             )
-        self._written = {k: np.zeros(self.num_steps, dtype=bool) for k in [*layer_list, *self.features]}
-        self.state = "open"
+        self._group = group
 
     def write(self, t0: int, arrays: Mapping[int | str, np.ndarray]) -> None:
         """Write rows ``t0:t0+n`` of every layer and feature; `arrays` = {layer: [n, cells, C] float
         (or uint16 bfloat16 bits), feature name: [n, C] float}, the same n for every array."""
-        self._check_open()
+        self.prepare()
         got_layers = sorted(k for k in arrays if not isinstance(k, str))
         got_features = sorted(k for k in arrays if isinstance(k, str))
         if got_layers != self.layers:
@@ -144,6 +157,8 @@ class VideoWriter:
             if fixed in given and given[fixed] != meta[fixed]:
                 raise self._error(f"attr {fixed}={given[fixed]!r} contradicts {meta[fixed]!r}")
         meta.update(given)
+        self.prepare()
+        assert self._group is not None
         self._group.create_array("times", data=t, chunks=(self.num_steps,), compressors=COMPRESSOR)
         self._group.attrs.update(meta)
         self.store._publish(self.video_id, self.key, self.tmp)

@@ -2,8 +2,9 @@
 
 `ChunkedWriter` takes the encoder's row blocks in order on a bounded queue and hands a
 `VideoWriter` whole ``chunk_steps`` blocks from a background thread (the tail at the end), so every
-Zarr chunk is encoded once and the backbone never waits on compression; a writer-thread error is
-re-raised in the producer.
+Zarr chunk is encoded once and the backbone never waits on compression or on creating the video's
+arrays (the thread calls the writer's ``prepare()`` first); a writer-thread error is re-raised in
+the producer.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class ChunkedWriter:
     def _run(self) -> None:
         ended = False  # the end-of-stream marker has been consumed
         try:
+            prepare = getattr(self.writer, "prepare", None)
+            if prepare is not None:  # the video's arrays are created here, while the first batch encodes
+                prepare()
             while (arrays := self._queue.get()) is not None:
                 self._pending.append(arrays)
                 self._pending_rows += len(next(iter(arrays.values())))

@@ -8,7 +8,10 @@ In one run, on the same videos and the same model, it measures:
 3. full clips/s: `run_extract` into a temporary store (decode thread + forward + writer thread +
    commit), with the already warmed-up model;
 
-and reports full/backbone (1.0 = decoding and writing are completely hidden behind compute),
+with ``rounds > 1``, 2 and 3 alternate (backbone then full, full then backbone on the next round, a
+fresh store each time) and the rates and full/backbone (per round: the pair measured side by side)
+are medians, so one slow moment of a shared machine does not decide the ratio.  It reports
+full/backbone (1.0 = decoding and writing are completely hidden behind compute),
 achieved TFLOP/s from `flops_per_clip` and, given the accelerator's peak, the MFU.
 Without a video folder it writes `videos` synthetic clips of `seconds` seconds with `write_mp4`.
 """
@@ -52,6 +55,8 @@ class BenchResult:
     achieved_tflops: float
     peak_tflops: float | None = None
     mfu: float | None = None
+    rounds: int = 1
+    full_over_backbone_rounds: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +122,7 @@ def bench_extract(
     peak_tflops: float | None = None,
     workdir: Path | None = None,
     prepare=None,
+    rounds: int = 1,
 ) -> BenchResult:
     """Run the three measurements (see module docstring) and return a `BenchResult`.
 
@@ -137,11 +143,19 @@ def bench_extract(
         if prepare is not None:
             prepare(encoder)
         decoded, decode_rate = _decode_rate(cfg, paths)
-        backbone_rate = _backbone_rate(encoder, cfg, min_clips=decoded)  # as many clips as the full run
-        summary = run_extract(cfg, paths, tmp / "bench.zarr", progress=False, encoder=encoder)
-        if summary.failed:
-            raise StageError(f"benchmark extraction failed for: {', '.join(summary.failed_videos)}")
-        full_rate = summary.clips_per_second
+        backbone_rates, full_rates = [], []
+        for r in range(max(1, int(rounds))):
+            order = ("backbone", "full") if r % 2 == 0 else ("full", "backbone")
+            for what in order:
+                if what == "backbone":  # as many clips as the full run
+                    backbone_rates.append(_backbone_rate(encoder, cfg, min_clips=decoded))
+                    continue
+                summary = run_extract(cfg, paths, tmp / f"bench{r}.zarr", progress=False, encoder=encoder)
+                if summary.failed:
+                    raise StageError(f"benchmark extraction failed for: {', '.join(summary.failed_videos)}")
+                full_rates.append(summary.clips_per_second)
+        backbone_rate, full_rate = float(np.median(backbone_rates)), float(np.median(full_rates))
+        pairs = [f / b if b else 0.0 for f, b in zip(full_rates, backbone_rates)]
     bb = cfg.backbone
     used_depth = max(cfg.all_layers)
     flops = flops_per_clip(bb, cfg.sampling.frames_per_clip, cfg.resolution) * used_depth / bb.depth
@@ -159,11 +173,13 @@ def bench_extract(
         decode_clips_s=decode_rate,
         backbone_clips_s=backbone_rate,
         full_clips_s=full_rate,
-        full_over_backbone=full_rate / backbone_rate if backbone_rate else 0.0,
+        full_over_backbone=float(np.median(pairs)),
         gflop_per_clip=flops / 1e9,
         achieved_tflops=tflops,
         peak_tflops=peak_tflops,
         mfu=(tflops / peak_tflops) if peak_tflops else None,
+        rounds=len(pairs),
+        full_over_backbone_rounds=[round(p, 4) for p in pairs],
     )
 
 
@@ -185,6 +201,9 @@ def to_markdown(res: BenchResult) -> str:
         f"full / backbone = {res.full_over_backbone:.2f}; achieved {res.achieved_tflops:.3f} TFLOP/s"
         + (f", MFU {100 * res.mfu:.1f} % of {res.peak_tflops:g} TFLOP/s" if res.mfu is not None else ""),
     ]
+    if res.rounds > 1:
+        lines += ["", f"medians of {res.rounds} interleaved rounds; full / backbone per round: "
+                  + ", ".join(f"{p:.3f}" for p in res.full_over_backbone_rounds or [])]
     return "\n".join(lines) + "\n"
 
 
