@@ -31,7 +31,6 @@ from losa.adapters import LongRangeAdapter, ShortRangeAdapter, SideAdapter
 from losa.adapters.fusion import LongShortGatedFusion
 from losa.head.losses import TALLoss
 from losa.post.postprocess import postprocess
-from losa.errors import LosaError
 
 __all__ = ["ADAPTER_CHOICES", "MODES", "LoSAConfig", "TALModel", "TALOutput"]
 

@@ -8,7 +8,6 @@ from typing import Literal
 
 from losa.errors import LosaError
 from losa.schema import knob, settings
-from losa.errors import LosaError
 
 __all__ = ["HeadConfig", "THUMOS_RANGES"]
 

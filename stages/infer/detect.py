@@ -265,7 +265,7 @@ def detect(
     with torch.inference_mode():
         raw = predict_store(model, reader, [v.cache_id for v in inputs], batch_size, device=dev,
                             nms=tcfg.get("nms"), classes=list(info["classes"]),
-                            amp=tcfg.get("amp", "auto"), progress=progress,
+                            progress=progress,
                             resample_steps=int(tcfg.get("resample_steps", 0) or 0))["results"]
     results: dict[str, list[dict[str, Any]]] = {}
     videos_meta: dict[str, dict[str, Any]] = {}

@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from losa.model import LoSAConfig, TALModel
 from stages.data.dataset import Collate, InferenceDataset, length_sorted_batches
-from stages.rundir import MODEL_FILE
-from stages.runtime import amp_dtype, autocast_context, resolve_device
+from stages.runtime import resolve_device
 from stages.errors import StageError
 from stages.provenance import require_same_provenance
 
@@ -101,7 +100,6 @@ def predict_store(
     device: str | torch.device = "auto",
     nms: Mapping[str, Any] | None = None,
     classes: list[str] | None = None,
-    amp: str = "auto",
     progress: bool = False,
     resample_steps: int | None = None,
 ) -> dict[str, Any]:
@@ -109,7 +107,8 @@ def predict_store(
     segment [s, e] seconds}]}}``. ``model``: a `TALModel` or a run directory (its classes and NMS
     settings are then the defaults). ``resample_steps``: resample every video to that many steps as
     in training (None: the run's setting, else 0 = native length). Step coordinates become seconds with the store's step times
-    (``t = times[0] + x * dt``), clipped to ``[0, duration]``."""
+    (``t = times[0] + x * dt``), clipped to ``[0, duration]``. Always in float32 (`TALModel.predict`:
+    bf16 logits would tie the scores that rank detections), whatever precision the run trained in."""
     if isinstance(model, (str, Path)):
         run_name = model
         model, info = load_run(model, device)
@@ -132,11 +131,9 @@ def predict_store(
     loader = DataLoader(ds, batch_sampler=length_sorted_batches(ds.lengths, batch_size),
                         collate_fn=Collate(model.head.strides[-1]))
     index = {v: i for i, v in enumerate(ids)}
-    cast_dtype = amp_dtype(amp, dev)
     for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
         feats = {k: v.to(dev) for k, v in batch["feats"].items()}
-        with autocast_context(dev, cast_dtype):
-            dets = model.predict(feats, batch["mask"].to(dev), dict(nms or {}))
+        dets = model.predict(feats, batch["mask"].to(dev), dict(nms or {}))
         for vid, det in zip(batch["video_ids"], dets):
             geo = ds.geometries[index[vid]]
             duration = float(reader.video_info(vid).get("duration") or geo.to_seconds(geo.num_steps - 0.5))

@@ -315,7 +315,7 @@ def _validate(model: TALModel, reader: Any, ann: Annotations, subset: str, tcfg:
 
         ann = agnostic_annotations(ann)
     results = predict_store(model, reader, ids, tcfg.eval_batch_size, device=device, nms=tcfg.nms.to_dict(),
-                            classes=ann.classes, amp=tcfg.amp, resample_steps=tcfg.resample_steps)
+                            classes=ann.classes, resample_steps=tcfg.resample_steps)
     tious = parse_tious(tcfg.eval_tious)
     sub_ann = ann.exclude(set(ann.videos) - set(ids))  # videos skipped with allow_missing
     metrics = evaluate_files(results, sub_ann, subset, tious)

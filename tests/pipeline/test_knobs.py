@@ -120,7 +120,7 @@ def test_help_is_fast_and_imports_no_heavy_library():
     code = (
         "import json, sys, time\n"
         "t = time.process_time()\n"
-        f"import importlib; m = importlib.import_module(sys.argv[1])\n"
+        "import importlib; m = importlib.import_module(sys.argv[1])\n"
         "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(x for x in ('torch', 'sklearn', 'matplotlib', 'timm') if x in sys.modules)\n"
         "print(json.dumps({'cpu_s': time.process_time() - t, 'heavy': heavy}), file=sys.stderr)\n"

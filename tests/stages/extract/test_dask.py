@@ -2,7 +2,6 @@
 a single-process run: same videos, bit-identical values, the same failure log; a rerun does nothing."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
