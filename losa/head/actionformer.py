@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from losa.head.blocks import LayerNorm, MaskedConv1D, Scale, TransformerBlock, apply_mask
 from losa.head.config import THUMOS_RANGES, HeadConfig  # noqa: F401  (re-exported)
 
-__all__ = ["HeadConfig", "ActionFormerHead", "PredictionHead", "make_points"]
+__all__ = ["HeadConfig", "ActionFormerHead", "PredictionHead", "from_actionformer_state_dict", "make_points"]
 
 
 def make_points(
@@ -39,6 +39,35 @@ def make_points(
         rest = torch.tensor([lo, hi, float(s)], device=device, dtype=torch.float32).expand(n, 3)
         pts.append(torch.cat([t[:, None], rest], dim=1))
     return pts
+
+
+#: ActionFormer (``LocPointTransformer``) parameter-name pieces -> this head's
+_AF_RENAMES = (
+    ("backbone.", ""), ("neck.", ""),
+    ("cls_head.head.", "cls_head.convs."), ("cls_head.norm.", "cls_head.norms."), ("cls_head.cls_head.", "cls_head.out."),
+    ("reg_head.head.", "reg_head.convs."), ("reg_head.norm.", "reg_head.norms."),
+    ("reg_head.offset_head.", "reg_head.out."), ("reg_head.scale.", "scales."),
+)
+
+
+def from_actionformer_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """An official ActionFormer ``LocPointTransformer`` state dict (``backbone_type:
+    convTransformer``, ``fpn_type: identity``; optionally nested under ``state_dict`` /
+    ``state_dict_ema`` and prefixed ``module.`` as its checkpoints are) renamed to this head's keys:
+    ``ActionFormerHead.load_state_dict(from_actionformer_state_dict(sd))``.  Same shapes, no copies."""
+    for nest in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(state.get(nest), dict):
+            state = state[nest]
+            break
+    out = {}
+    for key, value in state.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        for old, new in _AF_RENAMES:
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        out[name] = value
+    return out
 
 
 class PredictionHead(nn.Module):
