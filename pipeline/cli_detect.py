@@ -90,6 +90,10 @@ class DetectRun:
     classifier_scores: Path | None = knob(
         None, "Video-level class scores JSON {'class': [names], 'results': {video: [scores]}} (video ids as "
               "printed): label each detection with the video's top classes.")
+    recipe_store: Path | None = knob(
+        None, "Instead of detecting: extract the videos into --cache with the recipe of this store (the "
+              "one a run will train on) and stop; no --run needed. A later losa-detect --run with that "
+              "cache runs no backbone.")
 
 
 GROUPS = (Group("run", DetectRun), Group("fusion", FusionSettings), Group("runtime", ThreadSettings))
@@ -104,6 +108,9 @@ def main(videos: tuple[Path, ...], **cli: Any) -> None:
     vals = collect(cli, GROUPS)
     opts = DetectRun.from_dict(vals["run"])
     fusion = FusionSettings.from_dict(vals["fusion"])
+    if opts.recipe_store is not None:
+        _prefill(videos, opts, ThreadSettings.from_dict(vals["runtime"]).threads)
+        return
     if opts.run_dir is None:
         raise click.UsageError("missing --run DIR")
     if opts.annotations is not None and not opts.annotations.exists():
@@ -142,6 +149,19 @@ def main(videos: tuple[Path, ...], **cli: Any) -> None:
     if pngs:
         where = next(iter(pngs.values())) if len(pngs) == 1 else next(iter(pngs.values())).parent
         click.echo(f"timeline plot(s) written to {where}")
+
+
+def _prefill(videos: tuple[Path, ...], opts: DetectRun, threads: Any) -> None:
+    if opts.cache_store is None:
+        raise click.UsageError("--recipe-store needs --cache PATH (the cache a later --run will read)")
+    if opts.run_dir is not None:
+        raise click.UsageError("--recipe-store fills the cache only; leave out --run")
+    apply_threads(threads)
+    from stages.infer.detect import prefill_cache
+
+    ids = prefill_cache(list(videos), opts.recipe_store, opts.cache_store, checkpoint=opts.checkpoint,
+                        device=opts.device, progress=opts.progress)
+    click.echo(f"{len(ids)} video(s) in {opts.cache_store}: {', '.join(ids)}")
 
 
 def _fuse(payload: dict, run_dir: Path, scores_file: Path, fusion: FusionSettings, out: Path | None) -> dict:

@@ -40,6 +40,7 @@ __all__ = [
     "detect",
     "extract_config_from_provenance",
     "load_run_info",
+    "prefill_cache",
     "prepare_videos",
     "resolve_checkpoint",
 ]
@@ -210,6 +211,33 @@ def _extract(cfg: Any, sha: str | None, inputs: list[VideoInput], cache: Path, p
             raise VideoError(reason if str(bad.path) in reason else f"{bad.path}: {reason}")
         if summary.busy:  # another process holds some of them: wait until it commits or dies
             time.sleep(poll_seconds)
+
+
+def prefill_cache(
+    videos: Sequence[str | os.PathLike],
+    recipe_store: str | os.PathLike,
+    cache_store: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_clips: int = 32,
+    progress: bool = False,
+) -> list[str]:
+    """Extract ``videos`` into the detect cache with the recipe of ``recipe_store`` (the store a
+    run is trained on), before any run exists; returns their cache ids.  `detect` with a run
+    trained on that store then finds them there and runs no backbone (a pipeline stage of its own,
+    so that every experiment re-uses the same cache)."""
+    from stages.runtime import resolve_device
+    from storage import open_store
+
+    prov = open_store(recipe_store).provenance
+    name = f"store {recipe_store}"
+    ckpt = resolve_checkpoint(prov, {}, checkpoint, name)
+    dev = resolve_device(device)
+    cfg = extract_config_from_provenance(prov, ckpt, device=str(dev), batch_clips=batch_clips)
+    inputs = prepare_videos(videos)
+    _extract(cfg, None if ckpt is None else prov["checkpoint"]["sha256"], inputs, Path(cache_store), progress)
+    return [v.cache_id for v in inputs]
 
 
 # ----------------------------------------------------------------------------------- detection

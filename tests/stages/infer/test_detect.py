@@ -222,3 +222,34 @@ def test_not_a_run(tmp_path: Path) -> None:
         detect([tmp_path / "x.mp4"], tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="missing_run"):
         detect([tmp_path / "x.mp4"], tmp_path / "missing_run")
+
+
+def test_prefilled_cache_is_read_not_rewritten(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """`losa-detect --recipe-store STORE --cache C` fills the cache with the training store's recipe
+    before any run exists (a pipeline stage of its own); detecting with a run trained on that store
+    then runs no backbone and leaves every file of the cache as it was."""
+    from pipeline.cli_detect import main
+    import stages.extract.run as extract_run
+
+    src = runs["root"] / "train_videos" / "alpha.mp4"
+    store = load_run_info(runs["ckpt"])["store"]
+    cache = tmp_path / "cache.zarr"
+    res = CliRunner().invoke(main, [str(src), "--recipe-store", store, "--cache", str(cache), "--checkpoint",
+                                    str(runs["checkpoint"]), "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "alpha@" in res.output
+    cid = open_store(cache).videos()[0]
+    for layer, arr in open_store(store).read("alpha").items():   # the training store's features
+        assert torch.equal(torch.from_numpy(open_store(cache).read(cid)[layer]), torch.from_numpy(arr))
+
+    def files():
+        return {p.relative_to(cache): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()}
+
+    before = files()
+    monkeypatch.setattr(extract_run, "extract_items", lambda *a, **k: pytest.fail("extracted again"))
+    payload = detect([src], runs["ckpt"], cache_store=cache, device="cpu", checkpoint=runs["checkpoint"])
+    _check_results(payload, {"alpha": 2.0})
+    assert files() == before
+    for bad in (["--cache", str(cache), "--run", str(runs["ckpt"])], []):
+        res = CliRunner().invoke(main, [str(src), "--recipe-store", store, *bad])
+        assert res.exit_code != 0 and "--recipe-store" in res.output
