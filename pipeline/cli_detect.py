@@ -154,8 +154,10 @@ def main(videos: tuple[Path, ...], **cli: Any) -> None:
 def _prefill(videos: tuple[Path, ...], opts: DetectRun, threads: Any) -> None:
     if opts.cache_store is None:
         raise click.UsageError("--recipe-store needs --cache PATH (the cache a later --run will read)")
-    if opts.run_dir is not None:
-        raise click.UsageError("--recipe-store fills the cache only; leave out --run")
+    given = [flag for flag, value in (("--run", opts.run_dir), ("--out", opts.out), ("--plot", opts.plot),
+                                      ("--classifier-scores", opts.classifier_scores)) if value is not None]
+    if given:
+        raise click.UsageError(f"--recipe-store fills the cache only (no detections); leave out {', '.join(given)}")
     apply_threads(threads)
     from stages.infer.detect import prefill_cache
 

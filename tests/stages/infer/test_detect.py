@@ -250,6 +250,6 @@ def test_prefilled_cache_is_read_not_rewritten(runs: dict[str, Path], tmp_path: 
     payload = detect([src], runs["ckpt"], cache_store=cache, device="cpu", checkpoint=runs["checkpoint"])
     _check_results(payload, {"alpha": 2.0})
     assert files() == before
-    for bad in (["--cache", str(cache), "--run", str(runs["ckpt"])], []):
+    for bad in (["--cache", str(cache), "--run", str(runs["ckpt"])], ["--cache", str(cache), "--plot", "x.png"], []):
         res = CliRunner().invoke(main, [str(src), "--recipe-store", store, *bad])
         assert res.exit_code != 0 and "--recipe-store" in res.output
