@@ -227,17 +227,25 @@ def prefill_cache(
     run is trained on), before any run exists; returns their cache ids.  `detect` with a run
     trained on that store then finds them there and runs no backbone (a pipeline stage of its own,
     so that every experiment re-uses the same cache)."""
-    from stages.runtime import resolve_device
     from storage import open_store
 
     prov = open_store(recipe_store).provenance
-    name = f"store {recipe_store}"
-    ckpt = resolve_checkpoint(prov, {}, checkpoint, name)
-    dev = resolve_device(device)
-    cfg = extract_config_from_provenance(prov, ckpt, device=str(dev), batch_clips=batch_clips)
+    cfg, _, _, sha = _recipe(prov, {}, checkpoint, f"store {recipe_store}", device, batch_clips)
     inputs = prepare_videos(videos)
-    _extract(cfg, None if ckpt is None else prov["checkpoint"]["sha256"], inputs, Path(cache_store), progress)
+    _extract(cfg, sha, inputs, Path(cache_store), progress)
     return [v.cache_id for v in inputs]
+
+
+def _recipe(prov: Mapping[str, Any], run_info: Mapping[str, Any], checkpoint: str | os.PathLike | None,
+            name: str, device: str, batch_clips: int) -> tuple[Any, Path | None, Any, str | None]:
+    """The `ExtractConfig` that reproduces the features of provenance ``prov`` on ``device``, the
+    verified checkpoint (None: random weights), the device and the weights' recorded SHA-256."""
+    from stages.runtime import resolve_device
+
+    ckpt = resolve_checkpoint(prov, run_info, checkpoint, name)
+    dev = resolve_device(device)  # ValueError for an unknown / unavailable device
+    cfg = extract_config_from_provenance(prov, ckpt, device=str(dev), batch_clips=batch_clips)
+    return cfg, ckpt, dev, None if ckpt is None else prov["checkpoint"]["sha256"]
 
 
 # ----------------------------------------------------------------------------------- detection
@@ -264,7 +272,6 @@ def detect(
     import torch
 
     from stages.infer.predict import load_run, predict_store
-    from stages.runtime import resolve_device
     from storage import open_store
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -273,20 +280,18 @@ def detect(
     info = load_run_info(run_dir)
     name = f"run {run_dir}"
     prov = info["store_provenance"]
-    ckpt = resolve_checkpoint(prov, info, checkpoint, name)
+    cfg, ckpt, dev, sha = _recipe(prov, info, checkpoint, name, device, batch_clips)
     if ckpt is None:
         seed = (prov.get("checkpoint") or {}).get("seed", 0)
         warnings.warn(f"{name} used a random {prov.get('backbone', {}).get('preset', '?')} backbone "
                       f"(seed {seed}): detections are only meaningful for testing", stacklevel=2)
-    dev = resolve_device(device)  # ValueError for an unknown / unavailable device
-    cfg = extract_config_from_provenance(prov, ckpt, device=str(dev), batch_clips=batch_clips)
     inputs = prepare_videos(videos)
 
     model, model_info = load_run(run_dir, dev)
     if list(model_info.get("classes", info["classes"])) != list(info["classes"]):
         raise RunError(f"{run_dir / MODEL_FILE} and {run_dir / RUN_FILE} disagree on the class list")
     cache = Path(cache_store) if cache_store is not None else run_dir / CACHE_STORE
-    _extract(cfg, None if ckpt is None else prov["checkpoint"]["sha256"], inputs, cache, progress)
+    _extract(cfg, sha, inputs, cache, progress)
 
     reader = open_store(cache)
     tcfg = info["train_cfg"]

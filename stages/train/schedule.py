@@ -13,12 +13,7 @@ import torch
 
 def fused_adamw(wanted: bool, device: torch.device) -> bool:
     """Whether AdamW runs fused here: CUDA, or CPU with torch >= 2.4 (older ones: the loop)."""
-    if not wanted:
-        return False
-    if device.type == "cuda":
-        return True
-    major, minor = (int(p) for p in torch.__version__.split(".")[:2])
-    return device.type == "cpu" and (major, minor) >= (2, 4)
+    return wanted and (device.type == "cuda" or (device.type == "cpu" and torch.__version__ >= (2, 4)))
 
 
 def make_ema(model: torch.nn.Module, decay: float) -> Any:

@@ -16,7 +16,7 @@ HEAD = dict(embd_dim=16, fpn_dim=16, head_dim=16, n_heads=2, window=5, n_embd_la
 
 def test_fused_is_used_where_torch_has_it():
     assert fused_adamw(False, torch.device("cpu")) is False
-    major, minor = (int(p) for p in torch.__version__.split(".")[:2])
+    major, minor = (int(p) for p in torch.__version__.split(".")[:2])  # independent of TorchVersion
     assert fused_adamw(True, torch.device("cpu")) is ((major, minor) >= (2, 4))
     assert fused_adamw(True, torch.device("meta")) is False
 
